@@ -1,0 +1,269 @@
+"""Messages around the records (contract v1): batches up, acks, commands and the roster down, the lost notice.
+
+All are UTF-8 JSON objects with ``"v": 1``. Only records and the lost notice are signed; the down messages ride on
+topics that only the server may publish to (broker ACL).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from firmware_protocols import envelope
+from firmware_protocols.errors import MalformedMessage, UnsupportedVersion
+from firmware_protocols.identifiers import check_national_id
+from firmware_protocols.records import SUPPORTED_VERSIONS, format_time, parse_time
+
+#: Records per batch: keeps one MQTT message ≈ 150 KiB at most.
+MAX_BATCH_RECORDS = 100
+#: An up message larger than this is refused unread (100 records of ~1.5 KiB plus slack).
+MAX_MESSAGE_BYTES = 512 * 1024
+LOST_TYP = "jiapei.lost.v1"
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"message of {len(data)} bytes > {MAX_MESSAGE_BYTES}", "too_large")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedMessage("message is not UTF-8 JSON", "bad_json") from exc
+    if not isinstance(obj, dict):
+        raise MalformedMessage("message is not a JSON object", "bad_json")
+    if obj.get("v") not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersion(f"message version {obj.get('v')!r} not supported", "unsupported_version")
+    return obj
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """``up/records``: ``{"v":1, "terminal": T, "batch": id, "records": [compact JWS, …]}``."""
+
+    terminal: str
+    batch: str
+    records: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        if not 1 <= len(self.records) <= MAX_BATCH_RECORDS:
+            raise MalformedMessage(f"a batch holds 1..{MAX_BATCH_RECORDS} records", "bad_batch")
+        return _dump(
+            {
+                "v": 1,
+                "terminal": self.terminal,
+                "batch": self.batch,
+                "records": [r.decode("ascii") for r in self.records],
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> RecordBatch:
+        obj = _load(data)
+        terminal = check_national_id(obj.get("terminal"), "terminal")
+        batch, records = obj.get("batch"), obj.get("records")
+        if not isinstance(batch, str) or not 1 <= len(batch) <= 64:
+            raise MalformedMessage("batch id must be a string of 1..64 characters", "bad_batch")
+        if not isinstance(records, list) or not 1 <= len(records) <= MAX_BATCH_RECORDS:
+            raise MalformedMessage(f"records must be a list of 1..{MAX_BATCH_RECORDS}", "bad_batch")
+        if not all(isinstance(r, str) for r in records):
+            raise MalformedMessage("records must be compact JWS strings", "bad_batch")
+        try:
+            raw = tuple(r.encode("ascii") for r in records)
+        except UnicodeEncodeError as exc:
+            raise MalformedMessage("a record is not ASCII", "bad_batch") from exc
+        return cls(terminal, batch, raw)
+
+
+class AckStatus(StrEnum):
+    STORED = "stored"  # committed now
+    DUPLICATE = "duplicate"  # the same bytes were committed before: same outcome as stored
+    REJECTED = "rejected"  # refused for good, with a reason; the terminal keeps it and raises an alarm
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    chain: int
+    seq: int
+    hash: str
+    status: AckStatus
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"chain": self.chain, "seq": self.seq, "hash": self.hash, "status": str(self.status)}
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """``down/acks``: the server's application ack, sent only after its database COMMIT returned."""
+
+    batch: str
+    results: tuple[AckResult, ...]
+    error: str | None = None  # a batch refused whole (unparseable): no per-record results
+
+    def encode(self) -> bytes:
+        d: dict[str, Any] = {"v": 1, "batch": self.batch, "results": [r.to_json() for r in self.results]}
+        if self.error:
+            d["error"] = self.error
+        return _dump(d)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Ack:
+        obj = _load(data)
+        results = obj.get("results")
+        if not isinstance(obj.get("batch"), str) or not isinstance(results, list):
+            raise MalformedMessage("ack needs batch and results", "bad_ack")
+        out = []
+        for r in results:
+            try:
+                out.append(
+                    AckResult(int(r["chain"]), int(r["seq"]), str(r["hash"]), AckStatus(r["status"]), r.get("reason"))
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MalformedMessage(f"bad ack result {r!r}", "bad_ack") from exc
+        error = obj.get("error")
+        return cls(obj["batch"], tuple(out), error if isinstance(error, str) else None)
+
+
+class CommandName(StrEnum):
+    RESEND = "resend"  # send records chain/from_seq..to_seq again (to_seq None = to the end)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """``down/commands``."""
+
+    cmd: CommandName
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return _dump({"v": 1, "cmd": str(self.cmd), **self.args})
+
+    @classmethod
+    def decode(cls, data: bytes) -> Command:
+        obj = _load(data)
+        try:
+            cmd = CommandName(obj.pop("cmd"))
+        except (KeyError, ValueError) as exc:
+            raise MalformedMessage("unknown command", "bad_command") from exc
+        obj.pop("v")
+        return cls(cmd, obj)
+
+    @classmethod
+    def resend(cls, chain: int, from_seq: int, to_seq: int | None) -> Command:
+        return cls(CommandName.RESEND, {"chain": chain, "from_seq": from_seq, "to_seq": to_seq})
+
+
+@dataclass(frozen=True, slots=True)
+class LostNotice:
+    """``up/notices``: signed by the terminal when it cannot serve a resend — never silence.
+
+    Payload ``{"v":1, "kind":"lost", "terminal", "chain", "from_seq", "to_seq", "reason", "at"}``.
+    """
+
+    terminal: str
+    chain: int
+    from_seq: int
+    to_seq: int
+    reason: str
+    at: datetime
+
+    def sign(self, private_key: envelope.PrivateKey) -> bytes:
+        payload = {
+            "v": 1,
+            "kind": "lost",
+            "terminal": self.terminal,
+            "chain": self.chain,
+            "from_seq": self.from_seq,
+            "to_seq": self.to_seq,
+            "reason": self.reason,
+            "at": format_time(self.at),
+        }
+        return envelope.sign(payload, private_key, LOST_TYP)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> tuple[LostNotice, envelope.Envelope]:
+        env = envelope.parse(raw, expected_typ=LOST_TYP)
+        p = env.payload
+        try:
+            notice = cls(
+                check_national_id(p["terminal"], "terminal"),
+                int(p["chain"]),
+                int(p["from_seq"]),
+                int(p["to_seq"]),
+                str(p["reason"]),
+                parse_time(p["at"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedMessage("lost notice lacks fields", "bad_notice") from exc
+        if notice.from_seq > notice.to_seq or notice.from_seq < 0:
+            raise MalformedMessage("lost notice range is empty", "bad_notice")
+        return notice, env
+
+
+@dataclass(frozen=True, slots=True)
+class RosterPerson:
+    id: str
+    name: str
+    classes: tuple[str, ...]
+    face: str  # a biometrics template string, e.g. "fr1:…"
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """``down/roster`` (retained): who may train on this terminal, with their enrolment face templates."""
+
+    terminal: str
+    school: str
+    issued_at: datetime
+    coaches: tuple[RosterPerson, ...]
+    students: tuple[RosterPerson, ...]
+
+    def encode(self) -> bytes:
+        def person(p: RosterPerson) -> dict[str, Any]:
+            return {"id": p.id, "name": p.name, "classes": list(p.classes), "face": p.face}
+
+        return _dump(
+            {
+                "v": 1,
+                "terminal": self.terminal,
+                "school": self.school,
+                "issued_at": format_time(self.issued_at),
+                "coaches": [person(p) for p in self.coaches],
+                "students": [person(p) for p in self.students],
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Roster:
+        obj = _load(data)
+        try:
+
+            def people(key: str) -> tuple[RosterPerson, ...]:
+                return tuple(
+                    RosterPerson(
+                        check_national_id(p["id"], key),
+                        str(p["name"]),
+                        tuple(str(c) for c in p["classes"]),
+                        str(p["face"]),
+                    )
+                    for p in obj[key]
+                )
+
+            return cls(
+                check_national_id(obj["terminal"], "terminal"),
+                str(obj["school"]),
+                parse_time(obj["issued_at"]),
+                people("coaches"),
+                people("students"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise MalformedMessage("roster lacks fields", "bad_roster") from exc
