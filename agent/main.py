@@ -1,0 +1,118 @@
+"""``jiapei agent``: wiring of the terminal program (settings, adapters, runtime, sync, coach screen)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from agent.keys import PUBLIC_KEY_FILE, load_or_create_key
+
+log = logging.getLogger("agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jiapei agent", description="the in-car timing terminal")
+    sub = p.add_subparsers(dest="cmd")
+    init = sub.add_parser("init", help="generate the terminal's signing key (first start) and print its public key")
+    init.add_argument("--data-dir", type=Path, required=True)
+    run = sub.add_parser("run", help="run the terminal")
+    run.add_argument("--data-dir", type=Path, required=True, help="keys, SQLite record store, roster")
+    run.add_argument("--terminal", required=True, help="16-character terminal number")
+    run.add_argument("--gps", required=True, help="serial device of the GNSS receiver (NMEA 0183)")
+    run.add_argument("--gps-baud", type=int, default=9600)
+    run.add_argument("--vehicle", default="none", help="ELM327 serial device, or 'none' (no vehicle signal)")
+    run.add_argument("--camera", default="0", help="http://…/snapshot.jpg, a device index, or a video file")
+    run.add_argument("--mqtt-host", default="127.0.0.1")
+    run.add_argument("--mqtt-port", type=int, default=1883)
+    run.add_argument("--web-host", default="127.0.0.1")
+    run.add_argument("--web-port", type=int, default=8801, help="coach screen; 0 = none")
+    run.add_argument("--recheck-minutes", type=int, default=15, help="random face re-check window")
+    run.add_argument("--face-threshold", type=float, default=None)
+    run.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "init":
+        key = load_or_create_key(args.data_dir)
+        from firmware_protocols import envelope
+
+        print(envelope.public_key_to_pem(key.public_key()), end="")  # noqa: T201 - CLI output
+        print(f"# key id {envelope.key_id(key.public_key())}; public key in {args.data_dir / PUBLIC_KEY_FILE}")  # noqa: T201
+        return 0
+    if args.cmd != "run":
+        build_parser().print_help()
+        return 2
+    logging.basicConfig(
+        level=args.log_level, format=f"%(asctime)s agent[{args.terminal}] %(levelname)s %(name)s: %(message)s"
+    )
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.camera import open_camera
+    from agent.gps import SerialGpsReader
+    from agent.identity import IdentityChecker
+    from agent.runtime import TerminalRuntime
+    from agent.session import TrainingSession
+    from agent.store import RecordStore, StoreError
+    from agent.sync import RecordSync
+    from agent.vehicle import Elm327Vehicle
+    from biometrics.engine import FaceEngine
+    from biometrics.templates import DEFAULT_MATCH_THRESHOLD
+    from firmware_protocols.identifiers import check_national_id
+
+    check_national_id(args.terminal, "terminal")
+    key = load_or_create_key(args.data_dir)
+    try:
+        store = RecordStore(args.data_dir / "records.sqlite", args.terminal, key, args.data_dir / "chain")
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+    has_vehicle = args.vehicle != "none"
+    machine = TrainingSession(args.terminal, recheck_minutes=args.recheck_minutes, has_vehicle_signal=has_vehicle)
+    identity = IdentityChecker(open_camera(args.camera), FaceEngine(),
+                               args.face_threshold or DEFAULT_MATCH_THRESHOLD)  # fmt: skip
+    sync_ref: list[RecordSync] = []
+    runtime = TerminalRuntime(args.terminal, store, machine, identity, args.data_dir,
+                              on_committed=lambda: sync_ref[0].nudge() if sync_ref else None)  # fmt: skip
+    sync = RecordSync(store, args.terminal, args.mqtt_host, args.mqtt_port, key, runtime.on_roster)
+    sync_ref.append(sync)
+    gps = SerialGpsReader(args.gps, args.gps_baud, runtime.on_fix)
+    vehicle = None
+    if has_vehicle:
+        vehicle = Elm327Vehicle(args.vehicle, on_signals=lambda s: runtime.on_vehicle(s.ignition, s.rpm, s.speed_kmh))
+    runtime.start()
+    sync.start()
+    gps.start()
+    if vehicle is not None:
+        vehicle.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = None
+    if args.web_port:
+        import uvicorn
+
+        from agent.web import create_app
+
+        config = uvicorn.Config(create_app(runtime), host=args.web_host, port=args.web_port, log_level="warning")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        threading.Thread(target=server.run, name="coach-screen", daemon=True).start()
+        log.info("coach screen on http://%s:%d/", args.web_host, args.web_port)
+    stop.wait()
+    log.info("stopping")
+    if server is not None:
+        server.should_exit = True
+    gps.stop()
+    if vehicle is not None:
+        vehicle.stop()
+    runtime.stop()
+    sync.stop()
+    store.close()
+    return 0

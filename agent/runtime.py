@@ -1,0 +1,269 @@
+"""The terminal's runtime: one loop thread owns the session state machine and the record store.
+
+GPS fixes, vehicle samples, clock ticks and coach-screen requests all become events on one queue, so the state
+machine is only ever touched from one thread and records are appended in the order events happened. Face checks
+(camera + face engine, ~0.3 s) run on a worker thread and come back as events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.identity import IdentityChecker
+from agent.session import (
+    Action,
+    EmitRecord,
+    FaceOutcome,
+    RequestFaceCheck,
+    SessionRefused,
+    State,
+    TrainingSession,
+    VehicleSample,
+)
+from agent.store import RecordStore, StoreError
+from firmware_protocols.errors import ProtocolError
+from firmware_protocols.messages import Roster
+from firmware_protocols.nmea import GpsFix
+
+log = logging.getLogger(__name__)
+
+#: GNSS time older than this (real seconds) is not used as "now": the terminal clock is.
+GNSS_FRESH_S = 10.0
+TICK_S = 1.0
+ROSTER_FILE = "roster.json"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    ok: bool
+    reason: str | None
+    message: str
+    face: dict[str, Any] | None = None
+
+
+class TerminalRuntime:
+    def __init__(
+        self,
+        terminal: str,
+        store: RecordStore,
+        machine: TrainingSession,
+        identity: IdentityChecker | None,
+        data_dir: Path,
+        *,
+        on_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.terminal, self.store, self.machine, self.identity = terminal, store, machine, identity
+        self.data_dir = data_dir
+        self.on_committed = on_committed
+        self.roster: Roster | None = self._load_roster()
+        self._templates: dict[str, dict[str, Any]] = self._index_roster(self.roster)
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=10_000)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"runtime-{terminal}", daemon=True)
+        self._face_worker = threading.Thread(target=self._face_loop, name=f"faces-{terminal}", daemon=True)
+        self._face_jobs: queue.Queue[RequestFaceCheck] = queue.Queue()
+        self._last_fix: tuple[datetime, float] | None = None
+        self.last_fix: GpsFix | None = None
+        self.records_committed = 0
+        self.store_errors = 0
+        self.fixes_dropped = 0
+
+    # --- life cycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.store.ensure_genesis(self.now())
+        self.on_committed()
+        self._thread.start()
+        self._face_worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    # --- inputs (any thread) -----------------------------------------------------------------------------
+
+    def on_fix(self, fix: GpsFix) -> None:
+        try:
+            self._events.put_nowait(("fix", fix))
+        except queue.Full:  # the loop is stuck: say so, do not block the GPS reader
+            self.fixes_dropped += 1
+
+    def on_vehicle(self, ignition: bool, rpm: float, speed_kmh: float) -> None:
+        self._events.put(("vehicle", VehicleSample(ignition, round(rpm), speed_kmh)))
+
+    def on_roster(self, roster: Roster) -> None:
+        if roster.terminal != self.terminal:
+            log.warning("ignoring a roster for terminal %s", roster.terminal)
+            return
+        tmp = self.data_dir / (ROSTER_FILE + ".tmp")
+        tmp.write_bytes(roster.encode())
+        tmp.replace(self.data_dir / ROSTER_FILE)
+        self._events.put(("roster", roster))
+
+    def request(self, what: str, **kwargs: Any) -> RequestResult:
+        """A coach-screen request (coach_login, student_login, student_logout, coach_logout). Blocks until done."""
+        role = "coach" if what.startswith("coach") else "student"
+        current = {"student_logout": self.machine.student, "coach_logout": self.machine.coach}.get(what)
+        face = self._identify(role, kwargs.get("person") or current)
+        fut: Future[RequestResult] = Future()
+        self._events.put(("request", (what, face, kwargs, fut)))
+        return fut.result(timeout=30)
+
+    def now(self) -> datetime:
+        """GNSS time when a fix is fresh (minute boundaries follow it), else the terminal clock."""
+        if self._last_fix is not None:
+            t, mono = self._last_fix
+            if time.monotonic() - mono < GNSS_FRESH_S:
+                return t
+        return datetime.now(UTC).replace(microsecond=0)
+
+    def status(self) -> dict[str, Any]:
+        m = self.machine
+        roster = self.roster
+        return {
+            "terminal": self.terminal, "state": str(m.state), "coach": m.coach, "student": m.student,
+            "course": None if m.course is None else str(m.course), "session": m.session_id,
+            "minutes": m.minutes_recorded, "now": self.now().isoformat(),
+            "gps": None if self.last_fix is None else {"lat": self.last_fix.lat, "lon": self.last_fix.lon,
+                                                      "speed_mps": self.last_fix.speed_mps, "mode": self.last_fix.mode},
+            "records": self.store.counts(), "roster": None if roster is None else {
+                "coaches": [{"id": p.id, "name": p.name} for p in roster.coaches],
+                "students": [{"id": p.id, "name": p.name} for p in roster.students]},
+        }  # fmt: skip
+
+    # --- the loop ----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + TICK_S
+        while not self._stop.is_set():
+            try:
+                kind, payload = self._events.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                kind, payload = "tick", None
+            try:
+                self._handle(kind, payload)
+            except StoreError as exc:
+                self.store_errors += 1
+                log.error("ALARM: %s", exc)
+            except Exception:
+                log.exception("event %s failed", kind)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_S
+                self._execute(self.machine.on_tick(self.now()))
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "fix":
+            fix: GpsFix = payload
+            self.last_fix = fix
+            if fix.time is not None and fix.time_plausible:
+                self._last_fix = (fix.time, time.monotonic())
+            self._execute(self.machine.on_fix(fix))
+        elif kind == "vehicle":
+            self.machine.on_vehicle(payload)
+        elif kind == "roster":
+            self.roster = payload
+            self._templates = self._index_roster(payload)
+            log.info("roster: %d coaches, %d students", len(payload.coaches), len(payload.students))
+        elif kind == "face_done":
+            outcome, at = payload
+            self._execute(self.machine.face_check_done(outcome, at))
+        elif kind == "request":
+            what, face, kwargs, fut = payload
+            fut.set_result(self._serve(what, face, kwargs))
+
+    def _serve(self, what: str, face: FaceOutcome, kwargs: dict[str, Any]) -> RequestResult:
+        at = self.now()
+        m = self.machine
+        try:
+            if what == "coach_login":
+                actions = m.coach_login(kwargs.get("person") or face.person or "", face, at)
+            elif what == "student_login":
+                chain, next_seq = self.store.next_position()
+                person = kwargs.get("person") or face.person or ""
+                actions = m.student_login(person, kwargs["course"], face, at, next_seq, chain)
+            elif what == "student_logout":
+                actions = m.student_logout(face, at)
+            elif what == "coach_logout":
+                actions = m.coach_logout(face, at)
+            else:
+                return RequestResult(False, "unknown_request", f"unknown request {what}")
+        except SessionRefused as exc:
+            return RequestResult(False, exc.reason, str(exc), face.to_body())
+        except ProtocolError as exc:
+            return RequestResult(False, exc.reason, str(exc), face.to_body())
+        self._execute(actions)
+        state_after = {"coach_login": State.COACH, "student_login": State.TRAINING}.get(what)
+        if state_after is not None and m.state is not state_after:
+            return RequestResult(False, f"face_{face.result}", "face not recognised as that person", face.to_body())
+        return RequestResult(True, None, "ok", face.to_body())
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, EmitRecord):
+                stored = self.store.append(action)  # committed (synchronous=FULL) before it counts
+                self.records_committed += 1
+                self.machine.on_appended(action.kind, stored.seq, stored.body)
+                self.on_committed()
+            elif isinstance(action, RequestFaceCheck):
+                self._face_jobs.put(action)
+
+    # --- faces -------------------------------------------------------------------------------------------
+
+    def _face_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._face_jobs.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            outcome = self._identify(job.role, job.person)
+            self._events.put(("face_done", (outcome, self.now())))
+
+    def _identify(self, role: str, person: str | None) -> FaceOutcome:
+        if self.identity is None:
+            return FaceOutcome("camera_error", None)
+        pool = self._templates.get(role, {})
+        if not pool:
+            return FaceOutcome("fail", None)  # no roster yet: nobody can be recognised
+        candidates = {person: pool[person]} if person and person in pool else pool
+        try:
+            return self.identity.check(candidates)
+        except Exception:
+            log.exception("face check failed")
+            return FaceOutcome("camera_error", None)
+
+    # --- roster ------------------------------------------------------------------------------------------
+
+    def _load_roster(self) -> Roster | None:
+        path = self.data_dir / ROSTER_FILE
+        if not path.exists():
+            return None
+        try:
+            return Roster.decode(path.read_bytes())
+        except (ProtocolError, OSError, json.JSONDecodeError) as exc:
+            log.warning("stored roster unreadable (%s); waiting for the server's", exc)
+            return None
+
+    @staticmethod
+    def _index_roster(roster: Roster | None) -> dict[str, dict[str, Any]]:
+        if roster is None:
+            return {}
+        from biometrics.templates import decode_template
+
+        out: dict[str, dict[str, Any]] = {"coach": {}, "student": {}}
+        for role, people in (("coach", roster.coaches), ("student", roster.students)):
+            for p in people:
+                try:
+                    out[role][p.id] = decode_template(p.face)
+                except Exception as exc:  # noqa: BLE001 - one bad template must not hide the others
+                    log.warning("roster template of %s unreadable: %s", p.id, exc)
+        return out

@@ -1,0 +1,384 @@
+"""The training-session state machine of the terminal: pure, fed with events and times, returning actions.
+
+    IDLE ──coach_login──▶ COACH ──student_login──▶ TRAINING ──student_logout──▶ COACH ──coach_logout──▶ IDLE
+
+While TRAINING, GNSS fixes and vehicle samples accumulate into the current minute; the minute closes when a fix of a
+later minute arrives (minute boundaries follow GNSS time) or, without fixes, when the terminal clock passes the end
+of the minute by :data:`MINUTE_CLOSE_GRACE`. Random face re-checks are requested once in each re-check window.
+
+The machine never does I/O: it returns :class:`EmitRecord` (the runtime appends, signs and commits it, then calls
+:meth:`TrainingSession.on_appended` with the sequence number it got) and :class:`RequestFaceCheck` actions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from firmware_protocols.identifiers import CourseCode
+from firmware_protocols.nmea import GpsFix
+from firmware_protocols.records import RecordKind, format_time
+
+#: Without fixes a minute is closed this long after its end, by the terminal clock.
+MINUTE_CLOSE_GRACE = timedelta(seconds=5)
+#: One sample of position every this many seconds goes into the minute record (evidence for track continuity).
+SAMPLE_EVERY_S = 10
+#: Fixes of a speed above this are receiver noise or spoofing, not a training car: they are not used for distance.
+MAX_PLAUSIBLE_SPEED_MPS = 70.0
+EARTH_RADIUS_M = 6_371_008.8
+
+
+class State(StrEnum):
+    IDLE = "idle"
+    COACH = "coach"
+    TRAINING = "training"
+
+
+@dataclass(frozen=True, slots=True)
+class FaceOutcome:
+    """What the identity check said: ``result`` is a records.FaceResult value, ``distance`` the template distance."""
+
+    result: str
+    person: str | None
+    distance: float | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return {"result": self.result, "distance": None if self.distance is None else round(self.distance * 1000)}
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleSample:
+    ignition: bool
+    rpm: int
+    speed_kmh: float
+
+
+@dataclass(frozen=True, slots=True)
+class EmitRecord:
+    kind: RecordKind
+    at: datetime
+    body: dict[str, Any]
+    needs_record_no: bool = False  # the store assigns the 26-char record number inside its transaction
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFaceCheck:
+    person: str
+    role: str
+    trigger: str
+
+
+Action = EmitRecord | RequestFaceCheck
+
+
+class SessionRefused(Exception):
+    """A request that the current state does not allow; ``reason`` is a code the coach screen shows."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class _Minute:
+    start: datetime
+    fixes: int = 0
+    max_speed_mps: float = 0.0
+    distance_m: float = 0.0
+    last: GpsFix | None = None
+    fix30: GpsFix | None = None
+    samples: list[list[int]] = field(default_factory=list)
+    next_sample_s: int = 0
+    max_rpm: int | None = None
+    max_vehicle_speed: float | None = None
+    ignition: bool | None = None
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _e6(x: float) -> int:
+    return round(x * 1_000_000)
+
+
+def _dkmh(mps: float) -> int:
+    return round(mps * 36)
+
+
+def _usable(fix: GpsFix) -> bool:
+    return fix.valid and fix.time is not None and fix.lat is not None and fix.lon is not None
+
+
+class TrainingSession:
+    """One terminal's session state. Single-threaded: the runtime calls it from one loop."""
+
+    def __init__(
+        self,
+        terminal: str,
+        *,
+        recheck_minutes: int = 15,
+        has_vehicle_signal: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.terminal = terminal
+        self.recheck = timedelta(minutes=recheck_minutes)
+        self.has_vehicle_signal = has_vehicle_signal
+        self.rng = rng or random.Random()  # noqa: S311 - scheduling jitter, not a secret
+        self.state = State.IDLE
+        self.coach: str | None = None
+        self.student: str | None = None
+        self.course: CourseCode | None = None
+        self.session_id: str | None = None
+        self.minutes_recorded = 0
+        self.last_face: dict[str, Any] = {"result": None, "seq": None}
+        self._minute: _Minute | None = None
+        self._next_check: datetime | None = None
+        self._check_pending = False
+        self._window_end: datetime | None = None
+        self._latest_vehicle: VehicleSample | None = None
+
+    # --- requests from the coach screen -------------------------------------------------------------------
+
+    def coach_login(self, coach: str, face: FaceOutcome, at: datetime) -> list[Action]:
+        self._require(State.IDLE, "coach_already_in", "a coach is already signed in")
+        body = {"coach": coach, "face": face.to_body()}
+        check = self._face_check_record(coach, "coach", face, "login", at, session=None)
+        if face.result != "pass" or face.person != coach:
+            return [check]
+        self.state, self.coach = State.COACH, coach
+        return [check, EmitRecord(RecordKind.COACH_LOGIN, at, body)]
+
+    def student_login(
+        self, student: str, course: str, face: FaceOutcome, at: datetime, next_seq: int, chain: int
+    ) -> list[Action]:
+        self._require(
+            State.COACH,
+            "no_coach" if self.state is State.IDLE else "student_already_in",
+            "a coach must be signed in and no student",
+        )
+        code = CourseCode.parse(course)
+        assert self.coach is not None
+        # The face check record comes first (seq next_seq), the login second (seq next_seq + 1): the session id
+        # names the login record's place in the chain.
+        session_id = f"{self.terminal}-{chain}-{next_seq + 1}"
+        check = self._face_check_record(student, "student", face, "login", at, session=session_id)
+        if face.result != "pass" or face.person != student:
+            return [check]
+        self.state, self.student, self.course, self.session_id = State.TRAINING, student, code, session_id
+        self.minutes_recorded = 0
+        self._minute = _Minute(start=_floor_minute(at))
+        self._schedule_window(at)
+        body = {
+            "student": student,
+            "coach": self.coach,
+            "course": str(code),
+            "session": session_id,
+            "face": face.to_body(),
+        }
+        return [check, EmitRecord(RecordKind.STUDENT_LOGIN, at, body)]
+
+    def student_logout(self, face: FaceOutcome, at: datetime) -> list[Action]:
+        self._require(State.TRAINING, "no_student", "no student is signed in")
+        assert self.student is not None and self.session_id is not None
+        actions: list[Action] = [self._face_check_record(self.student, "student", face, "logout", at, self.session_id)]
+        if self._minute is not None and self._minute.fixes > 0:
+            actions.append(self._close_minute(self._minute))
+        self._minute = None
+        actions.append(
+            EmitRecord(
+                RecordKind.STUDENT_LOGOUT,
+                at,
+                {
+                    "student": self.student,
+                    "coach": self.coach,
+                    "session": self.session_id,
+                    "minutes": self.minutes_recorded,
+                    "face": face.to_body(),
+                },
+            )
+        )
+        self.state, self.student, self.course, self.session_id = State.COACH, None, None, None
+        self._next_check = self._window_end = None
+        self._check_pending = False
+        return actions
+
+    def coach_logout(self, face: FaceOutcome, at: datetime) -> list[Action]:
+        self._require(
+            State.COACH,
+            "student_still_in" if self.state is State.TRAINING else "no_coach",
+            "the student must sign out first" if self.state is State.TRAINING else "no coach is signed in",
+        )
+        assert self.coach is not None
+        coach = self.coach
+        self.state, self.coach = State.IDLE, None
+        return [
+            self._face_check_record(coach, "coach", face, "logout", at, None),
+            EmitRecord(RecordKind.COACH_LOGOUT, at, {"coach": coach, "face": face.to_body()}),
+        ]
+
+    # --- the runtime's feedback ---------------------------------------------------------------------------
+
+    def on_appended(self, kind: RecordKind, seq: int, body: dict[str, Any]) -> None:
+        """The runtime committed a record: remember the last face check of the session for the minute records."""
+        if kind is RecordKind.FACE_CHECK and body.get("role") == "student":
+            self.last_face = {"result": body["result"], "seq": seq}
+        elif kind is RecordKind.MINUTE:
+            self.minutes_recorded += 1
+
+    def face_check_done(self, face: FaceOutcome, at: datetime) -> list[Action]:
+        """The result of a :class:`RequestFaceCheck` (a random re-check)."""
+        self._check_pending = False
+        if self.state is not State.TRAINING or self.student is None:
+            return []
+        return [self._face_check_record(self.student, "student", face, "random", at, self.session_id)]
+
+    # --- time and sensors ---------------------------------------------------------------------------------
+
+    def on_vehicle(self, sample: VehicleSample) -> None:
+        self._latest_vehicle = sample
+        m = self._minute
+        if m is None:
+            return
+        m.max_rpm = max(m.max_rpm or 0, sample.rpm)
+        m.max_vehicle_speed = max(m.max_vehicle_speed or 0.0, sample.speed_kmh)
+        m.ignition = bool(m.ignition) or sample.ignition
+
+    def on_fix(self, fix: GpsFix) -> list[Action]:
+        if self.state is not State.TRAINING or not _usable(fix):
+            return []
+        assert fix.time is not None and fix.lat is not None and fix.lon is not None
+        actions = self._advance_to(fix.time)
+        m = self._minute
+        if m is None or fix.time < m.start:
+            return actions  # a fix from before the session's first minute
+        second = int((fix.time - m.start).total_seconds())
+        speed = fix.speed_mps or 0.0
+        if m.last is not None and m.last.lat is not None and m.last.lon is not None and m.last.time is not None:
+            step = haversine_m(m.last.lat, m.last.lon, fix.lat, fix.lon)
+            dt = max((fix.time - m.last.time).total_seconds(), 1.0)
+            if speed <= MAX_PLAUSIBLE_SPEED_MPS and step / dt <= MAX_PLAUSIBLE_SPEED_MPS:
+                m.distance_m += step  # a jump faster than any car (teleport, spoofing) adds no distance
+        m.last = fix
+        m.fixes += 1
+        m.max_speed_mps = max(m.max_speed_mps, speed if speed <= MAX_PLAUSIBLE_SPEED_MPS else 0.0)
+        if m.fix30 is None or abs(second - 30) < abs(_second_of(m.fix30, m.start) - 30):
+            m.fix30 = fix
+        if second >= m.next_sample_s:
+            m.samples.append([second, _e6(fix.lat), _e6(fix.lon), _dkmh(speed)])
+            m.next_sample_s = (second // SAMPLE_EVERY_S + 1) * SAMPLE_EVERY_S
+        return actions + self._due_check(fix.time)
+
+    def on_tick(self, now: datetime) -> list[Action]:
+        """Terminal clock tick: closes minutes that got no fix (GPS lost) so that none is silently missing."""
+        if self.state is not State.TRAINING or self._minute is None:
+            return []
+        actions: list[Action] = []
+        while self._minute is not None and now >= self._minute.start + timedelta(minutes=1) + MINUTE_CLOSE_GRACE:
+            actions.append(self._close_minute(self._minute))
+            self._minute = _Minute(start=self._minute.start + timedelta(minutes=1))
+        return actions + self._due_check(now)
+
+    # --- internals ----------------------------------------------------------------------------------------
+
+    def _require(self, state: State, reason: str, message: str) -> None:
+        if self.state is not state:
+            raise SessionRefused(reason, message)
+
+    def _advance_to(self, t: datetime) -> list[Action]:
+        actions: list[Action] = []
+        target = _floor_minute(t)
+        while self._minute is not None and self._minute.start < target:
+            actions.append(self._close_minute(self._minute))
+            self._minute = _Minute(start=self._minute.start + timedelta(minutes=1))
+        return actions
+
+    def _close_minute(self, m: _Minute) -> EmitRecord:
+        assert self.student is not None and self.coach is not None and self.course is not None
+        fix30: dict[str, Any] | None = None
+        f = m.fix30
+        if f is not None and f.lat is not None and f.lon is not None and f.time is not None:
+            fix30 = {
+                "lat": _e6(f.lat),
+                "lon": _e6(f.lon),
+                "mode": f.mode,
+                "sats": f.satellites,
+                "hdop": None if f.hdop is None else round(f.hdop * 10),
+                "speed": _dkmh(f.speed_mps or 0.0),
+                "course": round(f.track_deg or 0.0) % 360,
+                "t": format_time(f.time),
+            }
+        vehicle: dict[str, Any] | None = None
+        if self.has_vehicle_signal and m.max_rpm is not None:
+            vehicle = {
+                "rpm": m.max_rpm,
+                "speed": round((m.max_vehicle_speed or 0.0) * 10),
+                "ignition": bool(m.ignition),
+            }
+        body = {
+            "student": self.student,
+            "coach": self.coach,
+            "course": str(self.course),
+            "session": self.session_id,
+            "max_speed": _dkmh(m.max_speed_mps),
+            "distance_m": round(m.distance_m),
+            "fix_count": m.fixes,
+            "fix30": fix30,
+            "fixes": m.samples,
+            "vehicle": vehicle,
+            "face": dict(self.last_face),
+        }
+        return EmitRecord(RecordKind.MINUTE, m.start, body, needs_record_no=True)
+
+    def _face_check_record(
+        self, person: str, role: str, face: FaceOutcome, trigger: str, at: datetime, session: str | None
+    ) -> EmitRecord:
+        result = face.result if face.result != "pass" or face.person == person else "fail"
+        return EmitRecord(
+            RecordKind.FACE_CHECK,
+            at,
+            {
+                "person": person,
+                "role": role,
+                "result": result,
+                "session": session,
+                "trigger": trigger,
+                "distance": None if face.distance is None else round(face.distance * 1000),
+                "seen": face.person,
+            },
+        )
+
+    def _schedule_window(self, start: datetime) -> None:
+        self._window_end = start + self.recheck
+        self._next_check = start + timedelta(seconds=self.rng.uniform(0.2, 0.9) * self.recheck.total_seconds())
+
+    def _due_check(self, now: datetime) -> list[Action]:
+        if self.student is None or self._window_end is None:
+            return []
+        actions: list[Action] = []
+        if not self._check_pending and self._next_check is not None and now >= self._next_check:
+            self._check_pending = True
+            self._next_check = None
+            actions.append(RequestFaceCheck(self.student, "student", "random"))
+        while now >= self._window_end:  # a new window: one check at a random moment inside it
+            window_start = self._window_end
+            self._window_end = window_start + self.recheck
+            jitter = self.rng.uniform(0.0, 0.9) * self.recheck.total_seconds()
+            self._next_check = window_start + timedelta(seconds=jitter)
+        return actions
+
+
+def _floor_minute(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _second_of(fix: GpsFix, start: datetime) -> int:
+    assert fix.time is not None
+    return int((fix.time - start).total_seconds())
