@@ -1,0 +1,192 @@
+"""The server's client for the exam eligibility system: stage-review notices over JSON/HTTP (httpx).
+
+Errors::
+
+    ExamError               base of everything raised here
+    ├── ExamUnavailable     network error, timeout, 5xx, 408/429 or an unreadable answer: retry later
+    └── ExamRefused         4xx: the exam side refuses this notice as sent; retrying the same bytes will not help
+
+The retry loop belongs to the caller (the stage-review forwarder and its outbox); :func:`next_retry_delay` gives the
+wait before the next attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+#: Path of the stage-review endpoint on the exam system.
+STAGE_REVIEWS_PATH = "/api/v1/stage-reviews"
+#: First retry delay, seconds.
+RETRY_BASE_SECONDS = 1.0
+#: Each further failure multiplies the delay by this.
+RETRY_FACTOR = 2.0
+#: Longest delay between two attempts, seconds (a notice is retried for as long as it takes, at most this far apart).
+RETRY_MAX_SECONDS = 300.0
+#: 4xx answers that still mean "try again later".
+RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+class ExamError(Exception):
+    """Base of the exam client's errors."""
+
+
+class ExamUnavailable(ExamError):
+    """The exam system could not be reached or failed: retryable."""
+
+
+class ExamRefused(ExamError):
+    """The exam system refused the notice (4xx): not retryable. ``reasons`` say why."""
+
+    def __init__(self, message: str, status_code: int, reasons: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.reasons = reasons
+
+
+def digest_of(records: Iterable[str]) -> str:
+    """SHA-256 hex of the sorted record numbers joined by ``"\\n"``: the notice's ``records_digest``."""
+    return hashlib.sha256("\n".join(sorted(records)).encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class StageReviewNotice:
+    """A stage review (阶段报审): a student's part complete, with the record numbers of the valid minutes behind it."""
+
+    notice_id: str
+    student: str
+    school: str
+    licence_class: str
+    part: int
+    valid_minutes: int
+    xueshi: int
+    records: tuple[str, ...]
+    records_digest: str
+    submitted_at: datetime
+
+    digest_of = staticmethod(digest_of)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        notice_id: str,
+        student: str,
+        school: str,
+        licence_class: str,
+        part: int,
+        valid_minutes: int,
+        xueshi: int,
+        records: Iterable[str],
+        submitted_at: datetime,
+    ) -> StageReviewNotice:
+        """A notice with its records sorted and its digest computed."""
+        ordered = tuple(sorted(records))
+        return cls(
+            notice_id, student, school, licence_class, part, valid_minutes, xueshi, ordered,
+            digest_of(ordered), submitted_at,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        if self.submitted_at.tzinfo is None:
+            raise ValueError("submitted_at must be an aware datetime")
+        return {
+            "notice_id": self.notice_id,
+            "student": self.student,
+            "school": self.school,
+            "licence_class": self.licence_class,
+            "part": self.part,
+            "valid_minutes": self.valid_minutes,
+            "xueshi": self.xueshi,
+            "records": list(self.records),
+            "records_digest": self.records_digest,
+            "submitted_at": self.submitted_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class ExamReply:
+    status: str  # "accepted" | "rejected"
+    reasons: tuple[str, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+def next_retry_delay(attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (0 = the first attempt): capped exponential backoff."""
+    if attempt < 0:
+        raise ValueError("attempt must be ≥ 0")
+    if attempt >= 64:  # far past the cap; avoids float overflow
+        return RETRY_MAX_SECONDS
+    return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * RETRY_FACTOR**attempt))
+
+
+class ExamClient:
+    """Submit stage-review notices to the exam system. Thread-safe as httpx.Client is; close() when done."""
+
+    def __init__(self, base_url: str, timeout: float = 5.0, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def submit(self, notice: StageReviewNotice) -> ExamReply:
+        """Send one notice. The exam side is idempotent on ``notice_id``: resending after a failure is safe."""
+        try:
+            response = self._http.post(STAGE_REVIEWS_PATH, json=notice.to_json())
+        except httpx.TimeoutException as exc:
+            raise ExamUnavailable(f"exam system timed out: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise ExamUnavailable(f"exam system unreachable: {exc}") from exc
+        code = response.status_code
+        if code >= 500 or code in RETRYABLE_4XX:
+            raise ExamUnavailable(f"exam system answered {code} for notice {notice.notice_id}")
+        body = _json_or_none(response)
+        if code >= 400:
+            reasons = _reasons(body) or (f"http_{code}",)
+            raise ExamRefused(f"exam system refused notice {notice.notice_id}: {code} {reasons}", code, reasons)
+        if code != 200 or not isinstance(body, dict):
+            raise ExamUnavailable(f"exam system gave an unreadable answer ({code}) for notice {notice.notice_id}")
+        status = body.get("status")
+        if status not in ("accepted", "rejected") or body.get("notice_id") != notice.notice_id:
+            raise ExamUnavailable(f"exam system answer for notice {notice.notice_id} is malformed: {body!r}")
+        reply = ExamReply(str(status), _reasons(body))
+        log.info("exam system %s notice %s %s", reply.status, notice.notice_id, list(reply.reasons))
+        return reply
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ExamClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _reasons(body: Any) -> tuple[str, ...]:
+    if not isinstance(body, dict):
+        return ()
+    reasons = body.get("reasons")
+    if not isinstance(reasons, list):
+        detail = body.get("detail")
+        return (str(detail),) if isinstance(detail, str) else ()
+    return tuple(str(r) for r in reasons)

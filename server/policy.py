@@ -1,0 +1,197 @@
+"""Training-hour policies: the per-province rules (学时 length, time window, caps, hours per part) loaded from TOML.
+
+Every figure that ``domain.md`` marks *(varies)* is policy data: it lives in a ``policies/*.toml`` file with a comment
+naming its source, never as a constant in code. A policy file looks like ``policies/national-2016.toml``::
+
+    name = "national-2016"
+    effective_from = 2016-01-01
+    [xueshi]        minutes_per_xueshi, min_effective_per_xueshi
+    [practical]     window_start, window_end (TOML local times, Beijing), daily_cap_minutes
+    [minute_audit]  stationary_limit_minutes, min_fixes_per_minute
+    [part_hours.C1] 1 = 12 ... 4 = 10        (licence class -> part -> 学时)
+
+A bad file raises :class:`PolicyError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+from firmware_protocols.identifiers import BEIJING
+
+#: The folder of the policies shipped with jiapei.
+BUILTIN_DIR = Path(__file__).with_name("policies")
+#: The training parts of every licence class.
+PARTS = (1, 2, 3, 4)
+
+_T = TypeVar("_T")
+
+
+class PolicyError(ValueError):
+    """A policy file is missing, unreadable or has a missing or wrong field; or a policy was asked for what it lacks."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One version of the training rules. Times of day are Beijing local times."""
+
+    name: str
+    effective_from: date
+    minutes_per_xueshi: int
+    min_effective_per_xueshi: int
+    practical_window: tuple[time, time]
+    daily_cap_minutes_practical: int
+    stationary_limit_minutes: int
+    min_fixes_per_minute: int
+    part_hours: dict[str, dict[int, int]]
+
+    def required_minutes(self, licence_class: str, part: int) -> int:
+        """Valid minutes a student of ``licence_class`` needs for ``part``: 学时 × ``minutes_per_xueshi``."""
+        hours = self.part_hours.get(licence_class)
+        if hours is None:
+            raise PolicyError(f"policy {self.name!r} has no hours for licence class {licence_class!r}")
+        if part not in hours:
+            raise PolicyError(f"policy {self.name!r} has no hours for class {licence_class} part {part!r}")
+        return hours[part] * self.minutes_per_xueshi
+
+    def in_practical_window(self, t: datetime) -> bool:
+        """Whether the aware time ``t`` is inside the practical window (start inclusive, end exclusive), Beijing."""
+        if t.tzinfo is None:
+            raise ValueError("naive datetime")
+        local = t.astimezone(BEIJING).time().replace(tzinfo=None)
+        start, end = self.practical_window
+        if start <= end:
+            return start <= local < end
+        return local >= start or local < end  # a window that runs over midnight
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and check a policy file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise PolicyError(f"policy file {path} does not exist") from exc
+    except OSError as exc:
+        raise PolicyError(f"policy file {path} cannot be read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from exc
+    try:
+        return policy_from_mapping(data)
+    except PolicyError as exc:
+        raise PolicyError(f"policy file {path}: {exc}") from exc
+
+
+def load_builtin_policy(name: str) -> Policy:
+    """Load a policy shipped with jiapei: ``"national-2016"`` or ``"demo"``."""
+    known = builtin_policy_names()
+    if name not in known:
+        raise PolicyError(f"no built-in policy {name!r}; known: {', '.join(known)}")
+    return load_policy(BUILTIN_DIR / f"{name}.toml")
+
+
+def builtin_policy_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def policy_in_force(policies: Iterable[Policy], at: datetime) -> Policy:
+    """The policy that judges a minute at ``at``: the latest ``effective_from`` on or before its Beijing day."""
+    if at.tzinfo is None:
+        raise ValueError("naive datetime")
+    day = at.astimezone(BEIJING).date()
+    candidates = [p for p in policies if p.effective_from <= day]
+    if not candidates:
+        raise PolicyError(f"no policy in force on {day.isoformat()}")
+    return max(candidates, key=lambda p: (p.effective_from, p.name))
+
+
+def policy_from_mapping(data: Mapping[str, Any]) -> Policy:
+    """Build a :class:`Policy` from parsed TOML, checking every field."""
+    name = _get(data, "name", str)
+    if not name:
+        raise PolicyError("name must not be empty")
+    effective_from = _get(data, "effective_from", date)
+    if isinstance(effective_from, datetime):
+        raise PolicyError("effective_from must be a date (YYYY-MM-DD), not a date-time")
+    xueshi = _table(data, "xueshi")
+    practical = _table(data, "practical")
+    audit = _table(data, "minute_audit")
+    minutes_per_xueshi = _positive(xueshi, "xueshi.minutes_per_xueshi")
+    min_effective = _positive(xueshi, "xueshi.min_effective_per_xueshi")
+    if min_effective > minutes_per_xueshi:
+        raise PolicyError("xueshi.min_effective_per_xueshi must not exceed xueshi.minutes_per_xueshi")
+    start = _get(practical, "window_start", time, "practical.window_start")
+    end = _get(practical, "window_end", time, "practical.window_end")
+    if start.tzinfo is not None or end.tzinfo is not None:
+        raise PolicyError("practical.window_start/window_end are Beijing local times without an offset")
+    if start == end:
+        raise PolicyError("practical.window_start and window_end must differ")
+    return Policy(
+        name=name,
+        effective_from=effective_from,
+        minutes_per_xueshi=minutes_per_xueshi,
+        min_effective_per_xueshi=min_effective,
+        practical_window=(start, end),
+        daily_cap_minutes_practical=_positive(practical, "practical.daily_cap_minutes"),
+        stationary_limit_minutes=_positive(audit, "minute_audit.stationary_limit_minutes"),
+        min_fixes_per_minute=_non_negative(audit, "minute_audit.min_fixes_per_minute"),
+        part_hours=_part_hours(data),
+    )
+
+
+def _part_hours(data: Mapping[str, Any]) -> dict[str, dict[int, int]]:
+    table = _table(data, "part_hours")
+    if not table:
+        raise PolicyError("part_hours must name at least one licence class")
+    result: dict[str, dict[int, int]] = {}
+    for licence_class, parts in table.items():
+        if not isinstance(parts, dict):
+            raise PolicyError(f"part_hours.{licence_class} must be a table of part = 学时")
+        hours: dict[int, int] = {}
+        for key in parts:
+            if key not in {str(p) for p in PARTS}:
+                raise PolicyError(f"part_hours.{licence_class} has part {key!r}; parts are 1-4")
+            hours[int(key)] = _positive(parts, f"part_hours.{licence_class}.{key}")
+        missing = [p for p in PARTS if p not in hours]
+        if missing:
+            raise PolicyError(f"part_hours.{licence_class} lacks part(s) {', '.join(map(str, missing))}")
+        result[licence_class] = dict(sorted(hours.items()))
+    return result
+
+
+def _table(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise PolicyError(f"[{key}] table is missing")
+    return value
+
+
+def _get(data: Mapping[str, Any], key: str, kind: type[_T], label: str | None = None) -> _T:
+    label = label or key
+    if key not in data:
+        raise PolicyError(f"{label} is missing")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise PolicyError(f"{label} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _non_negative(data: Mapping[str, Any], label: str) -> int:
+    """The integer at the last part of the dotted ``label`` in ``data``, ≥ 0."""
+    value = _get(data, label.rsplit(".", 1)[-1], int, label)
+    if value < 0:
+        raise PolicyError(f"{label} must not be negative, got {value}")
+    return value
+
+
+def _positive(data: Mapping[str, Any], label: str) -> int:
+    value = _non_negative(data, label)
+    if value == 0:
+        raise PolicyError(f"{label} must be positive, got 0")
+    return value
