@@ -1,0 +1,59 @@
+"""``jiapei``: one console script for every program of the project.
+
+jiapei demo [--duration S] [--factor F] [--cars N]   the whole system on this machine
+jiapei agent init|run …                              the in-car terminal
+jiapei server …                                      ingest, validation, hours, exam forwarding, API
+jiapei sim fleet|exam …                              simulated cars and the exam system
+jiapei decode nmea FILE|-                            what our NMEA decoder sees (gpsd TPV JSON lines)
+jiapei face compare REFERENCE IMAGE…                 what our face engine sees
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args else 2
+    cmd, rest = args[0], args[1:]
+    if cmd == "demo":
+        from jiapei_cli.demo import main as demo
+
+        return demo(rest)
+    if cmd == "agent":
+        from agent.main import main as agent
+
+        return agent(rest)
+    if cmd == "server":
+        from server.app import main as server
+
+        return int(server(rest) or 0)
+    if cmd == "sim" and rest[:1] == ["fleet"]:
+        from simulators.fleet import main as fleet
+
+        return fleet(rest[1:])
+    if cmd == "sim" and rest[:1] == ["exam"]:
+        from simulators.exam import main as exam
+
+        exam(rest[1:])
+        return 0
+    if cmd == "decode" and len(rest) == 2 and rest[0] == "nmea":
+        from jiapei_cli.decode_nmea import run as decode_nmea
+
+        return decode_nmea(rest[1])
+    if cmd == "decode" and rest[:1] == ["jt808"]:
+        print('{"error": "the JT/T 808 codec is not built yet (issue 12)"}')
+        return 2
+    if cmd == "face" and len(rest) >= 3 and rest[0] == "compare":
+        from jiapei_cli.face_compare import run as face_compare
+
+        return face_compare(rest[1], rest[2:])
+    print(f"jiapei: unknown command {' '.join(args)!r}\n{__doc__}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
