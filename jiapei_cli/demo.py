@@ -39,6 +39,7 @@ COURSES_ROAD = ["1213210000", "1212120000"]
 SESSION_SIM_MINUTES = 22
 BREAK_SIM_MINUTES = 2
 STARTUP_TIMEOUT_S = 60.0
+VALID_METRIC = 'jiapei_minutes_total{verdict="valid"}'
 
 
 def free_port() -> int:
@@ -138,7 +139,7 @@ class Demo:
         exam = self.jiapei("exam", "sim", "exam", "--port", str(self.exam_port), "--state-dir", str(self.dir / "exam"))
         wait_port(self.exam_port, STARTUP_TIMEOUT_S, exam, "exam simulator")
         server = self.jiapei(
-            "server", "server", "--database-url", f"sqlite:///{self.dir / 'server.sqlite'}",
+            "server", "server", "--database-url", a.database_url or f"sqlite:///{self.dir / 'server.sqlite'}",
             "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port),
             "--exam-url", f"http://127.0.0.1:{self.exam_port}", "--policy", a.policy, "--admin-token", self.token,
             "--api-host", "127.0.0.1", "--api-port", str(self.api_port), "--resend-grace-seconds", "10",
@@ -215,7 +216,12 @@ class Demo:
         web = httpx.Client(base_url=car["web"], timeout=30)
         cam = httpx.Client(base_url=self.fleet["camera_url"], timeout=10)
 
+        shown: list[str | None] = ["nobody"]
+
         def show(who: str | None) -> None:
+            if shown[0] == who:
+                return  # the same person stays in the seat: a video keeps playing on
+            shown[0] = who
             if who is None:
                 body: dict[str, Any] = {"empty": True}
             else:
@@ -281,9 +287,45 @@ class Demo:
             metrics = http.get(f"http://127.0.0.1:{self.api_port}/metrics").text
             out["metrics"] = {k: v for k, v in _metrics(metrics).items() if not k.startswith("jiapei_terminal_last")}
             notices = http.get(f"http://127.0.0.1:{self.exam_port}/api/v1/stage-reviews").json()
-            out["exam_notices"] = [{"student": n.get("student"), "part": n.get("part"),
+            out["exam_notices"] = [{"student": n["notice"].get("student"), "part": n["notice"].get("part"),
                                     "status": n.get("status")} for n in notices]  # fmt: skip
         return out
+
+    def finish(self, check: bool) -> int:
+        """Let the agents drain, print the outcome and judge it when --duration was given."""
+        deadline = time.monotonic() + 30
+        summary = self.summary()
+        while time.monotonic() < deadline:
+            pending = sum(a["records"].get("pending", 0) for a in summary["agents"].values())
+            if pending == 0:
+                break
+            time.sleep(1)
+            summary = self.summary()
+        print(json.dumps(summary, indent=1, ensure_ascii=False))
+        if not check:
+            return 0
+        m = summary["metrics"]
+        valid_minutes = m.get(VALID_METRIC, 0)
+        agent_records = sum(
+            a["records"].get("acked", 0) + a["records"].get("pending", 0) for a in summary["agents"].values()
+        )
+        problems = list(self.errors)
+        if sum(a["records"].get("pending", 0) for a in summary["agents"].values()):
+            problems.append("some records were never acknowledged by the server")
+        if m.get("jiapei_records_stored_total", 0) < agent_records:
+            problems.append(
+                f"server stored {m.get('jiapei_records_stored_total', 0):.0f} < {agent_records} agent records"
+            )
+        if not m.get(VALID_METRIC):
+            problems.append("no valid minute")
+        if not any(n["status"] == "accepted" for n in summary["exam_notices"]):
+            problems.append("no stage review reached the exam system")
+        if problems:
+            print("DEMO FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
+        print(f"DEMO OK: {agent_records} records signed, stored and acked; {valid_minutes:.0f} "
+              f"valid minutes; {len(summary['exam_notices'])} stage reviews at the exam system")  # fmt: skip
+        return 0
 
     def print_where(self) -> None:
         print(f"""
@@ -322,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policy", default="demo", help="training policy: demo (small hours) or national-2016")
     p.add_argument("--api-port", type=int, default=0, help="server API port (default: a free one)")
     p.add_argument("--data-dir", type=Path, default=Path("var/demo"))
+    p.add_argument("--database-url", default=None, help="server database (default: SQLite in the data dir)")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -343,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
                 s = demo.summary()
                 m = s["metrics"]
-                stored, valid = m.get("jiapei_records_stored_total", 0), m.get("jiapei_minutes_valid_total", 0)
+                stored, valid = m.get("jiapei_records_stored_total", 0), m.get(VALID_METRIC, 0)
                 print(f"[{time.monotonic() - started:5.0f}s] records stored {stored:.0f} · valid minutes {valid:.0f}"
                       f" · exam notices {len(s['exam_notices'])} · hours {s['hours']}", flush=True)  # fmt: skip
         demo.stop.set()
@@ -355,40 +398,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         demo.shutdown()
-
-
-def _finish(self: Demo, check: bool) -> int:
-    """Let the agents drain, print the outcome and judge it when --duration was given."""
-    deadline = time.monotonic() + 30
-    summary = self.summary()
-    while time.monotonic() < deadline:
-        pending = sum(a["records"].get("pending", 0) for a in summary["agents"].values())
-        if pending == 0:
-            break
-        time.sleep(1)
-        summary = self.summary()
-    print(json.dumps(summary, indent=1, ensure_ascii=False))
-    if not check:
-        return 0
-    m = summary["metrics"]
-    agent_records = sum(
-        a["records"].get("acked", 0) + a["records"].get("pending", 0) for a in summary["agents"].values()
-    )
-    problems = list(self.errors)
-    if sum(a["records"].get("pending", 0) for a in summary["agents"].values()):
-        problems.append("some records were never acknowledged by the server")
-    if m.get("jiapei_records_stored_total", 0) < agent_records:
-        problems.append(f"server stored {m.get('jiapei_records_stored_total', 0):.0f} < {agent_records} agent records")
-    if not m.get("jiapei_minutes_valid_total"):
-        problems.append("no valid minute")
-    if not any(n["status"] == "accepted" for n in summary["exam_notices"]):
-        problems.append("no stage review reached the exam system")
-    if problems:
-        print("DEMO FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
-        return 1
-    print(f"DEMO OK: {agent_records} records signed, stored and acked; {m.get('jiapei_minutes_valid_total', 0):.0f} "
-          f"valid minutes; {len(summary['exam_notices'])} stage reviews at the exam system")  # fmt: skip
-    return 0
-
-
-Demo.finish = _finish  # type: ignore[attr-defined]

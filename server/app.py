@@ -1,0 +1,141 @@
+"""Wiring of the server program: settings → migrations → ingest consumer, forwarder and API, until a signal.
+
+``jiapei server [--database-url URL] [--mqtt-host H] [--mqtt-port P] [--exam-url URL] [--policy NAME|PATH]
+[--api-host H] [--api-port P] [--no-api] [--no-forwarder]``; flags override ``JIAPEI_*`` environment settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+from server.policy import Policy, load_builtin_policy, load_policy
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_configured_policy(spec: str) -> Policy:
+    """A path to a policy TOML file, or the name of a built-in policy."""
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists():
+        return load_policy(path)
+    return load_builtin_policy(spec)
+
+
+def run_server(
+    settings: Settings, *, api: bool = True, forwarder: bool = True, stop: threading.Event | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set)."""
+    import uvicorn
+
+    from server import db
+    from server.api import create_app
+    from server.exam_client import ExamClient
+    from server.forwarder import Forwarder
+    from server.ingest import Ingestor
+    from server.ledger import Ledger
+    from server.mqtt_consumer import IngestConsumer
+
+    stop = stop or threading.Event()
+    policy = load_configured_policy(settings.policy)
+    db.upgrade(settings.database_url)
+    sf = db.make_session_factory(db.make_engine(settings.database_url))
+    ledger = Ledger(sf, policy, _utcnow)
+    ingestor = Ingestor(
+        sf, _utcnow, resend_grace=timedelta(seconds=settings.resend_grace_seconds), after_commit=ledger.after_ingest
+    )
+    consumer = IngestConsumer(
+        ingestor,
+        sf,
+        settings.mqtt_host,
+        settings.mqtt_port,
+        client_id=settings.mqtt_client_id,
+        resend_check_seconds=settings.resend_check_seconds,
+    )
+    consumer.start()
+    threads: list[threading.Thread] = []
+    exam = ExamClient(settings.exam_url)
+    if forwarder:
+        fw = Forwarder(sf, exam, _utcnow)
+        threads.append(threading.Thread(target=fw.run, args=(stop,), name="forwarder", daemon=True))
+    server: uvicorn.Server | None = None
+    if api:
+        app = create_app(settings, session_factory=sf, policy=policy, on_people_change=consumer.publish_school_rosters)
+        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="info")
+        server = uvicorn.Server(config)
+        # uvicorn installs no signal handlers outside the main thread: SIGINT/SIGTERM are ours (below).
+        threads.append(threading.Thread(target=server.run, name="api", daemon=True))
+    for t in threads:
+        t.start()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+    log.info(
+        "jiapei server running (database %s, broker %s:%s, API %s)",
+        _redact(settings.database_url),
+        settings.mqtt_host,
+        settings.mqtt_port,
+        f"http://{settings.api_host}:{settings.api_port}" if api else "off",
+    )
+    stop.wait()
+    if server is not None:
+        server.should_exit = True
+    consumer.stop()
+    for t in threads:
+        t.join(10)
+    exam.close()
+    log.info("jiapei server stopped")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="jiapei server", description="Run the jiapei server (ingest, forwarder, API).")
+    p.add_argument("--database-url")
+    p.add_argument("--mqtt-host")
+    p.add_argument("--mqtt-port", type=int)
+    p.add_argument("--exam-url")
+    p.add_argument("--policy", help="built-in policy name (national-2016, demo) or a policy TOML path")
+    p.add_argument("--admin-token")
+    p.add_argument("--api-host")
+    p.add_argument("--api-port", type=int)
+    p.add_argument("--resend-grace-seconds", type=float)
+    p.add_argument("--no-api", action="store_true", help="ingest and forward only")
+    p.add_argument("--no-forwarder", action="store_true")
+    p.add_argument("--migrate-only", action="store_true", help="bring the database schema up to date and exit")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k in Settings.model_fields}
+    return Settings(**overrides), args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.migrate_only:
+        from server import db
+
+        db.upgrade(settings.database_url)
+        return 0
+    run_server(settings, api=not args.no_api, forwarder=not args.no_forwarder)
+    return 0

@@ -1,0 +1,113 @@
+"""The stage-review forwarder: drains the ``stage_reviews`` outbox to the exam system, with retries.
+
+The outbox lives in the database, so a restart loses nothing: a notice stays ``pending`` until the exam side answered.
+Retryable failures (:class:`~server.exam_client.ExamUnavailable`) back off exponentially; a refusal
+(:class:`~server.exam_client.ExamRefused`) or a rejection is final and kept for the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from server.db import SessionFactory
+from server.exam_client import ExamRefused, ExamReply, ExamUnavailable, StageReviewNotice, next_retry_delay
+from server.models import REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, StageReview
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+#: How often the loop looks for due notices when idle.
+POLL_SECONDS = 1.0
+#: Notices taken per pass (the rest wait for the next pass).
+BATCH_SIZE = 20
+
+
+class ExamPort(Protocol):
+    def submit(self, notice: StageReviewNotice) -> ExamReply: ...
+
+
+def notice_from_json(d: dict[str, Any]) -> StageReviewNotice:
+    return StageReviewNotice.create(
+        notice_id=d["notice_id"],
+        student=d["student"],
+        school=d["school"],
+        licence_class=d["licence_class"],
+        part=int(d["part"]),
+        valid_minutes=int(d["valid_minutes"]),
+        xueshi=int(d["xueshi"]),
+        records=d["records"],
+        submitted_at=datetime.fromisoformat(d["submitted_at"]),
+    )
+
+
+class Forwarder:
+    def __init__(
+        self, session_factory: SessionFactory, exam: ExamPort, clock: Clock, *, poll_seconds: float = POLL_SECONDS
+    ) -> None:
+        self._sf = session_factory
+        self._exam = exam
+        self._clock = clock
+        self.poll_seconds = poll_seconds
+
+    def run_once(self) -> int:
+        """Submit every due notice once; returns how many were tried."""
+        now = self._clock()
+        with self._sf() as s:
+            ids = list(
+                s.scalars(
+                    select(StageReview.id)
+                    .where(StageReview.status == REVIEW_PENDING, StageReview.next_attempt_at <= now)
+                    .order_by(StageReview.next_attempt_at, StageReview.id)
+                    .limit(BATCH_SIZE)
+                )
+            )
+        for review_id in ids:
+            self._submit_one(review_id)
+        return len(ids)
+
+    def _submit_one(self, review_id: int) -> None:
+        with self._sf() as s, s.begin():
+            # Row lock (PostgreSQL) so that two forwarders never send the same notice at once; SQLite's
+            # BEGIN IMMEDIATE serialises writers already.
+            review = s.scalar(select(StageReview).where(StageReview.id == review_id).with_for_update(skip_locked=True))
+            now = self._clock()
+            if review is None or review.status != REVIEW_PENDING or review.next_attempt_at > now:
+                return
+            review.attempts += 1
+            review.updated_at = now
+            try:
+                reply = self._exam.submit(notice_from_json(review.notice))
+            except ExamUnavailable as exc:
+                delay = next_retry_delay(review.attempts - 1)
+                review.next_attempt_at = now + timedelta(seconds=delay)
+                review.last_error = str(exc) or type(exc).__name__
+                log.info("stage review %s: exam side unavailable (%s), retry in %.0fs", review.notice_id, exc, delay)
+                return
+            except ExamRefused as exc:
+                review.status = REVIEW_REJECTED
+                review.last_error = str(exc)
+                review.reply = {"status": "refused", "status_code": exc.status_code, "reasons": list(exc.reasons)}
+                log.warning("stage review %s refused by the exam side: %s", review.notice_id, exc)
+                return
+            review.status = REVIEW_ACCEPTED if reply.accepted else REVIEW_REJECTED
+            review.reply = {"status": reply.status, "reasons": list(reply.reasons)}
+            review.last_error = None
+            log.info("stage review %s: %s %s", review.notice_id, reply.status, ",".join(reply.reasons))
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("forwarder started")
+        while not stop.is_set():
+            try:
+                tried = self.run_once()
+            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup; it retries next pass
+                log.exception("forwarder pass failed")
+                tried = 0
+            if not tried:
+                stop.wait(self.poll_seconds)
+        log.info("forwarder stopped")

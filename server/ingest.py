@@ -1,0 +1,505 @@
+"""Ingest: verify signed records against the registered terminal and its chain, store them raw, build the ack.
+
+One up message is handled in ONE database transaction; the :class:`~firmware_protocols.messages.Ack` is built only
+after COMMIT returned, and the caller publishes it. Nothing here raises on bad input: a bad batch becomes an ack with
+``error``, a bad record a ``rejected`` result with the contract's reason code, and tampering raises an alarm.
+
+Ingest is order-independent: a record is stored once its own signature verifies, each hash link is checked whenever
+both ends are stored, and a gap is only chased (``resend``) after :data:`RESEND_GRACE` has passed.
+After commit, the minutes of the sessions touched are re-judged and the hour totals recomputed (:mod:`server.ledger`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from firmware_protocols import envelope, topics
+from firmware_protocols.errors import ProtocolError
+from firmware_protocols.identifiers import CourseCode
+from firmware_protocols.messages import Ack, AckResult, AckStatus, Command, LostNotice, RecordBatch
+from firmware_protocols.records import Record, RecordKind, parse_record, record_hash
+from server.db import SessionFactory
+from server.models import TERMINAL_ACTIVE, Alarm, Chain, Minute, RawRecord, Rejection, Terminal, TrainingSession
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: How long a hole in a chain may last before the server asks for it (records of one terminal may reach different
+#: workers out of order; the next batch usually fills the hole within seconds).
+RESEND_GRACE = timedelta(seconds=30)
+#: A transaction that lost a race with another worker (unique key, SQLite busy) is retried this many times.
+MAX_TX_ATTEMPTS = 3
+
+ALARM_BAD_SIGNATURE = "bad_signature"
+ALARM_FORK = "fork"
+ALARM_CHAIN_BREAK = "chain_break"
+ALARM_UNKNOWN_TERMINAL = "unknown_terminal"
+ALARM_FOREIGN_PUBLISH = "foreign_publish"
+ALARM_LOST_RECORDS = "lost_records"
+ALARM_NEW_CHAIN = "new_chain"
+ALARM_GENESIS_KEY = "genesis_key_mismatch"
+ALARM_DUPLICATE_RECORD_NO = "duplicate_record_no"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """What ingest did with one record of a batch."""
+
+    result: AckResult
+    kind: str | None = None
+    alarm: str | None = None
+
+
+@dataclass
+class _Batch:
+    """What one transaction touched, for the work after commit."""
+
+    sessions: set[int] = field(default_factory=set)
+    alarms_in_batch: set[tuple[str, str]] = field(default_factory=set)
+
+
+class Ingestor:
+    """Turns up messages into stored records, acks, alarms and resend commands."""
+
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        clock: Clock,
+        *,
+        resend_grace: timedelta = RESEND_GRACE,
+        after_commit: Callable[[set[int]], object] | None = None,
+    ) -> None:
+        self._sf = session_factory
+        self._clock = clock
+        self.resend_grace = resend_grace
+        self._after_commit = after_commit
+        self._keys: dict[str, envelope.PublicKey] = {}
+
+    # ------------------------------------------------------------------ dispatch
+    def handle_message(self, topic: str, payload: bytes) -> Ack | None:
+        """Route an up message by its channel; returns the ack to publish on ``down/acks`` (or None)."""
+        channel = topics.channel_of(topic)
+        if channel == "up/records":
+            return self.handle_batch(topic, payload)[0]
+        if channel == "up/notices":
+            self.handle_notice(topic, payload)
+            return None
+        log.warning("ignoring message on unexpected topic %r", topic)
+        self._count("unexpected_topic")
+        return None
+
+    # ------------------------------------------------------------------ batches
+    def handle_batch(self, topic: str, payload: bytes) -> tuple[Ack | None, list[RecordOutcome]]:
+        topic_terminal = topics.terminal_of(topic)
+        if topic_terminal is None:
+            self._count("bad_topic")
+            return None, []
+        try:
+            batch = RecordBatch.decode(payload)
+        except ProtocolError as exc:
+            log.info("refused batch from %s: %s", topic_terminal, exc)
+            self._count(exc.reason)
+            return Ack(_batch_id_of(payload), (), error=exc.reason), []
+        if batch.terminal != topic_terminal:
+            self._count("terminal_mismatch")
+            self._alarm_now(topic_terminal, ALARM_FOREIGN_PUBLISH, {"batch": batch.batch, "claims": batch.terminal})
+            return Ack(batch.batch, (), error="terminal_mismatch"), []
+
+        for attempt in range(1, MAX_TX_ATTEMPTS + 1):
+            ctx = _Batch()
+            try:
+                with self._sf() as s, s.begin():
+                    outcomes = [self._ingest_record(s, topic_terminal, raw, ctx) for raw in batch.records]
+                    s.flush()
+                # COMMIT returned: only now may the ack exist.
+                break
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == MAX_TX_ATTEMPTS:
+                    raise
+                log.info("batch %s of %s retried after %s", batch.batch, topic_terminal, type(exc).__name__)
+        ack = Ack(batch.batch, tuple(o.result for o in outcomes))
+        if ctx.sessions and self._after_commit is not None:
+            try:
+                self._after_commit(ctx.sessions)
+            except Exception:  # noqa: BLE001 - derived data is recomputed later; the records are safe
+                log.exception("re-judging sessions %s failed", sorted(ctx.sessions))
+        return ack, outcomes
+
+    def _ingest_record(self, s: Session, topic_terminal: str, raw: bytes, ctx: _Batch) -> RecordOutcome:
+        now = self._clock()
+        h = record_hash(raw)
+        try:
+            rec = parse_record(raw)
+        except ProtocolError as exc:
+            chain, seq = _chain_seq_of(raw)
+            return self._reject(s, chain, seq, h, exc.reason)
+
+        def reject(reason: str, alarm: str | None = None, **detail: Any) -> RecordOutcome:
+            if alarm is not None:
+                key = (alarm, topic_terminal)
+                if key not in ctx.alarms_in_batch or alarm != ALARM_UNKNOWN_TERMINAL:
+                    self._alarm(s, topic_terminal, alarm, {"chain": rec.chain, "seq": rec.seq, "hash": h, **detail})
+                ctx.alarms_in_batch.add(key)
+            return self._reject(s, rec.chain, rec.seq, h, reason, kind=str(rec.kind), alarm=alarm)
+
+        if rec.terminal != topic_terminal:
+            return reject("terminal_mismatch", ALARM_FOREIGN_PUBLISH, claims=rec.terminal)
+        terminal = s.get(Terminal, topic_terminal)
+        if terminal is None or terminal.status != TERMINAL_ACTIVE:
+            return reject(
+                "unknown_terminal", ALARM_UNKNOWN_TERMINAL, status=None if terminal is None else terminal.status
+            )
+        try:
+            key = self._key_of(terminal)
+            envelope.verify(rec.envelope, key)
+        except ProtocolError as exc:
+            return reject(exc.reason, ALARM_BAD_SIGNATURE, error=str(exc))
+
+        existing = _raw_at(s, topic_terminal, rec.chain, rec.seq)
+        if existing is not None:
+            if existing.hash == h:
+                return RecordOutcome(AckResult(rec.chain, rec.seq, h, AckStatus.DUPLICATE), str(rec.kind))
+            return reject("fork", ALARM_FORK, stored_hash=existing.hash)
+
+        if rec.kind is RecordKind.GENESIS:
+            try:
+                body_key = envelope.key_id(envelope.public_key_from_pem(str(rec.body["public_key"])))
+            except ProtocolError:
+                body_key = None
+            if body_key != terminal.key_id:
+                return reject("genesis_key_mismatch", ALARM_GENESIS_KEY, genesis_key_id=body_key)
+
+        before = _raw_at(s, topic_terminal, rec.chain, rec.seq - 1) if rec.seq > 0 else None
+        if before is not None and before.hash != rec.prev:
+            return reject("chain_break", ALARM_CHAIN_BREAK, expected_prev=before.hash, prev=rec.prev)
+        after = _raw_at(s, topic_terminal, rec.chain, rec.seq + 1)
+        if after is not None and after.prev != h:
+            return reject("chain_break", ALARM_CHAIN_BREAK, next_seq=after.seq, next_prev=after.prev)
+
+        if rec.kind is RecordKind.MINUTE:
+            other = s.scalar(select(Minute).where(Minute.record_no == rec.body["record_no"]))
+            if other is not None:
+                return reject(
+                    "duplicate_record_no",
+                    ALARM_DUPLICATE_RECORD_NO,
+                    record_no=rec.body["record_no"],
+                    stored_chain=other.chain,
+                    stored_seq=other.seq,
+                )
+
+        s.add(
+            RawRecord(
+                terminal_id=topic_terminal,
+                chain=rec.chain,
+                seq=rec.seq,
+                hash=h,
+                prev=rec.prev,
+                kind=str(rec.kind),
+                at=rec.at,
+                body=rec.body,
+                raw=raw,
+                received_at=now,
+            )
+        )
+        s.flush()
+        self._advance_chain(s, terminal, rec, h, now)
+        self._derive(s, rec, ctx)
+        terminal.last_seen_at = now
+        return RecordOutcome(AckResult(rec.chain, rec.seq, h, AckStatus.STORED), str(rec.kind))
+
+    def _reject(
+        self,
+        s: Session,
+        chain: int,
+        seq: int,
+        h: str,
+        reason: str,
+        *,
+        kind: str | None = None,
+        alarm: str | None = None,
+    ) -> RecordOutcome:
+        _bump(s, reason)
+        return RecordOutcome(AckResult(chain, seq, h, AckStatus.REJECTED, reason), kind, alarm)
+
+    def _key_of(self, terminal: Terminal) -> envelope.PublicKey:
+        key = self._keys.get(terminal.key_id)
+        if key is None:
+            key = envelope.public_key_from_pem(terminal.public_key)
+            self._keys[terminal.key_id] = key
+        return key
+
+    # ------------------------------------------------------------------ chains
+    def _advance_chain(self, s: Session, terminal: Terminal, rec: Record, h: str, now: datetime) -> None:
+        chain = s.get(Chain, (terminal.id, rec.chain))
+        if chain is None:
+            chain = Chain(
+                terminal_id=terminal.id,
+                chain=rec.chain,
+                key_id=terminal.key_id,
+                genesis_hash=None,
+                contiguous_seq=-1,
+                max_seq=-1,
+                gap_since=None,
+                last_resend_at=None,
+                lost_ranges=[],
+            )
+            s.add(chain)
+        if rec.kind is RecordKind.GENESIS:
+            chain.genesis_hash = h
+            if rec.chain > 1:
+                self._alarm(
+                    s,
+                    terminal.id,
+                    ALARM_NEW_CHAIN,
+                    {
+                        "chain": rec.chain,
+                        "hash": h,
+                        "reason": rec.body.get("reason"),
+                        "previous_chain": rec.body.get("previous_chain"),
+                    },
+                )
+        chain.max_seq = max(chain.max_seq, rec.seq)
+        _recompute_gap(s, chain, now)
+
+    def due_resends(self, now: datetime) -> list[tuple[str, Command]]:
+        """Resend commands for chains whose gap has lasted past the grace period (at most one per grace period)."""
+        out: list[tuple[str, Command]] = []
+        with self._sf() as s, s.begin():
+            cutoff = now - self.resend_grace
+            chains = s.scalars(select(Chain).where(Chain.gap_since.is_not(None), Chain.gap_since <= cutoff)).all()
+            for chain in chains:
+                if chain.last_resend_at is not None and chain.last_resend_at > cutoff:
+                    continue
+                hole = _first_hole(s, chain)
+                if hole is None:
+                    chain.gap_since = None
+                    continue
+                out.append((chain.terminal_id, Command.resend(chain.chain, hole[0], hole[1])))
+                chain.last_resend_at = now
+        return out
+
+    # ------------------------------------------------------------------ notices
+    def handle_notice(self, topic: str, payload: bytes) -> bool:
+        """A signed lost notice: alarm ``lost_records`` and stop chasing that range. True when accepted."""
+        topic_terminal = topics.terminal_of(topic)
+        try:
+            notice, env = LostNotice.parse(payload)
+        except ProtocolError as exc:
+            self._count(exc.reason)
+            return False
+        now = self._clock()
+        with self._sf() as s, s.begin():
+            terminal = s.get(Terminal, notice.terminal)
+            if notice.terminal != topic_terminal:
+                _bump(s, "terminal_mismatch")
+                self._alarm(s, topic_terminal, ALARM_FOREIGN_PUBLISH, {"notice_claims": notice.terminal})
+                return False
+            if terminal is None or terminal.status != TERMINAL_ACTIVE:
+                _bump(s, "unknown_terminal")
+                self._alarm(s, notice.terminal, ALARM_UNKNOWN_TERMINAL, {"notice": "lost"})
+                return False
+            try:
+                envelope.verify(env, self._key_of(terminal))
+            except ProtocolError as exc:
+                _bump(s, exc.reason)
+                self._alarm(s, terminal.id, ALARM_BAD_SIGNATURE, {"notice": "lost", "error": str(exc)})
+                return False
+            self._alarm(
+                s,
+                terminal.id,
+                ALARM_LOST_RECORDS,
+                {
+                    "chain": notice.chain,
+                    "from_seq": notice.from_seq,
+                    "to_seq": notice.to_seq,
+                    "reason": notice.reason,
+                    "notice": payload.decode("ascii"),
+                },
+            )
+            chain = s.get(Chain, (terminal.id, notice.chain))
+            if chain is None:
+                chain = Chain(
+                    terminal_id=terminal.id,
+                    chain=notice.chain,
+                    key_id=terminal.key_id,
+                    genesis_hash=None,
+                    contiguous_seq=-1,
+                    max_seq=-1,
+                    gap_since=None,
+                    last_resend_at=None,
+                    lost_ranges=[],
+                )
+                s.add(chain)
+            chain.lost_ranges = [*chain.lost_ranges, [notice.from_seq, notice.to_seq]]
+            _recompute_gap(s, chain, now)
+        return True
+
+    # ------------------------------------------------------------------ derived rows
+    def _derive(self, s: Session, rec: Record, ctx: _Batch) -> None:
+        body = rec.body
+        if rec.kind is RecordKind.STUDENT_LOGIN:
+            ts = _session_row(s, rec.terminal, str(body["session"]))
+            ts.student_id, ts.coach_id, ts.course = body["student"], body["coach"], body["course"]
+            ts.login_chain, ts.login_seq, ts.started_at = rec.chain, rec.seq, rec.at
+            ctx.sessions.add(ts.id)
+        elif rec.kind is RecordKind.STUDENT_LOGOUT:
+            ts = _session_row(s, rec.terminal, str(body["session"]))
+            ts.student_id = ts.student_id or body["student"]
+            ts.coach_id = ts.coach_id or body["coach"]
+            ts.logout_chain, ts.logout_seq, ts.ended_at = rec.chain, rec.seq, rec.at
+            minutes = body.get("minutes")
+            ts.declared_minutes = minutes if isinstance(minutes, int) and not isinstance(minutes, bool) else None
+            ctx.sessions.add(ts.id)
+        elif rec.kind is RecordKind.MINUTE:
+            ts = _session_row(s, rec.terminal, str(body["session"]))
+            if ts.student_id is None:  # the login has not arrived yet
+                ts.student_id, ts.coach_id, ts.course = body["student"], body["coach"], body["course"]
+            ts.minutes_count += 1
+            s.add(
+                Minute(
+                    record_no=body["record_no"],
+                    terminal_id=rec.terminal,
+                    chain=rec.chain,
+                    seq=rec.seq,
+                    session_id=ts.id,
+                    student_id=body["student"],
+                    coach_id=body["coach"],
+                    course=body["course"],
+                    part=CourseCode.parse(body["course"]).part,
+                    start=rec.at,
+                    facts=minute_facts_json(rec),
+                    valid=None,
+                    reasons=[],
+                    judged_at=None,
+                )
+            )
+            ctx.sessions.add(ts.id)
+
+    # ------------------------------------------------------------------ alarms and counters
+    def _alarm(self, s: Session, terminal: str | None, kind: str, detail: dict[str, Any]) -> None:
+        log.warning("alarm %s on terminal %s: %s", kind, terminal, json.dumps(detail)[:300])
+        s.add(Alarm(kind=kind, terminal_id=terminal, detail=detail, at=self._clock(), acknowledged=False))
+
+    def _alarm_now(self, terminal: str | None, kind: str, detail: dict[str, Any]) -> None:
+        with self._sf() as s, s.begin():
+            self._alarm(s, terminal, kind, detail)
+
+    def _count(self, reason: str) -> None:
+        with self._sf() as s, s.begin():
+            _bump(s, reason)
+
+
+def minute_facts_json(rec: Record) -> dict[str, Any]:
+    """The facts the minute audit needs, as stored in ``minutes.facts`` (see :func:`server.ledger.facts_of`)."""
+    body = rec.body
+    vehicle = body.get("vehicle")
+    face = body.get("face")
+    rpm = vehicle.get("rpm") if isinstance(vehicle, dict) else None
+    return {
+        "max_speed": body["max_speed"],
+        "distance_m": body["distance_m"],
+        "fix_count": body["fix_count"],
+        "fix30": body["fix30"],
+        "rpm": rpm if isinstance(rpm, int) and not isinstance(rpm, bool) else None,
+        "face_result": face.get("result") if isinstance(face, dict) else None,
+    }
+
+
+def _bump(s: Session, reason: str) -> None:
+    row = s.get(Rejection, reason)
+    if row is None:
+        s.add(Rejection(reason=reason, count=1))
+    else:
+        row.count += 1
+
+
+def _raw_at(s: Session, terminal: str, chain: int, seq: int) -> RawRecord | None:
+    return s.scalar(
+        select(RawRecord).where(RawRecord.terminal_id == terminal, RawRecord.chain == chain, RawRecord.seq == seq)
+    )
+
+
+def _session_row(s: Session, terminal: str, session: str) -> TrainingSession:
+    row = s.scalar(
+        select(TrainingSession).where(TrainingSession.terminal_id == terminal, TrainingSession.session == session)
+    )
+    if row is None:
+        row = TrainingSession(terminal_id=terminal, session=session, minutes_count=0, valid_minutes=0)
+        s.add(row)
+        s.flush()
+    return row
+
+
+def _is_lost(chain: Chain, seq: int) -> bool:
+    return any(lo <= seq <= hi for lo, hi in chain.lost_ranges)
+
+
+def _stored_seqs_above(s: Session, chain: Chain, seq: int) -> list[int]:
+    return list(
+        s.scalars(
+            select(RawRecord.seq)
+            .where(RawRecord.terminal_id == chain.terminal_id, RawRecord.chain == chain.chain, RawRecord.seq > seq)
+            .order_by(RawRecord.seq)
+        )
+    )
+
+
+def _recompute_gap(s: Session, chain: Chain, now: datetime) -> None:
+    """Advance ``contiguous_seq``; set ``gap_since`` while a hole (not declared lost) lies below ``max_seq``."""
+    above = _stored_seqs_above(s, chain, chain.contiguous_seq)
+    for seq in above:
+        if seq != chain.contiguous_seq + 1:
+            break
+        chain.contiguous_seq = seq
+    if _first_hole(s, chain, above) is None:
+        chain.gap_since = None
+        chain.last_resend_at = None
+    elif chain.gap_since is None:
+        chain.gap_since = now
+
+
+def _first_hole(s: Session, chain: Chain, above: list[int] | None = None) -> tuple[int, int] | None:
+    """The first missing, not declared lost, range ``(from_seq, to_seq)`` below the highest stored seq."""
+    if above is None:
+        above = _stored_seqs_above(s, chain, chain.contiguous_seq)
+    expected = chain.contiguous_seq + 1
+    for seq in above:
+        if seq > expected:
+            for missing in range(expected, seq):
+                if not _is_lost(chain, missing):
+                    end = missing
+                    while end + 1 < seq and not _is_lost(chain, end + 1):
+                        end += 1
+                    return missing, end
+        expected = seq + 1
+    return None
+
+
+def _chain_seq_of(raw: bytes) -> tuple[int, int]:
+    """Best-effort chain and seq of a record that did not parse (for the rejected ack result)."""
+    try:
+        payload = envelope.parse(raw).payload
+    except ProtocolError:
+        return 0, -1
+    chain, seq = payload.get("chain"), payload.get("seq")
+    ok = all(isinstance(x, int) and not isinstance(x, bool) for x in (chain, seq))
+    return (chain, seq) if ok else (0, -1)  # type: ignore[return-value]
+
+
+def _batch_id_of(payload: bytes) -> str:
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    batch = obj.get("batch") if isinstance(obj, dict) else None
+    return batch if isinstance(batch, str) and len(batch) <= 64 else ""

@@ -1,0 +1,21 @@
+"""Server settings (pydantic-settings, environment prefix ``JIAPEI_``); loaded only in :mod:`server.app`."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JIAPEI_", extra="ignore")
+
+    database_url: str = "sqlite:///jiapei-server.db"
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_client_id: str = "jiapei-server-1"
+    exam_url: str = "http://127.0.0.1:8090"
+    policy: str = "national-2016"  # a built-in policy name or a path to a policy TOML file
+    admin_token: str | None = None  # admin writes are refused (401) while unset
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    resend_grace_seconds: float = 30.0
+    resend_check_seconds: float = 5.0
