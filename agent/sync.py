@@ -100,6 +100,7 @@ class RecordSync:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
         self._connect_error_logged = False
 
     # --- life cycle --------------------------------------------------------------------------------------
@@ -141,6 +142,12 @@ class RecordSync:
             for f in self._in_flight.values():
                 f.sent_at = 0.0
         self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        if not self._connect_error_logged:
+            log.error("broker %s:%d not reachable; records stay in the store and are sent once it is (retrying "
+                      "every %d-%d s)", self.host, self.port, RECONNECT_MIN_S, RECONNECT_MAX_S)  # fmt: skip
+            self._connect_error_logged = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
                        properties: object) -> None:  # fmt: skip
