@@ -50,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format=f"%(asctime)s agent[{args.terminal}] %(levelname)s %(name)s: %(message)s"
     )
-    return run(args)
+    from firmware_protocols.errors import ProtocolError
+
+    try:
+        return run(args)
+    except (ProtocolError, PermissionError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
 
 
 def run(args: argparse.Namespace) -> int:

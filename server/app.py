@@ -130,12 +130,24 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from server.policy import PolicyError
+
     settings, args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.migrate_only:
-        from server import db
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        if args.migrate_only:
+            from server import db
 
-        db.upgrade(settings.database_url)
-        return 0
-    run_server(settings, api=not args.no_api, forwarder=not args.no_forwarder)
+            db.upgrade(settings.database_url)
+            return 0
+        run_server(settings, api=not args.no_api, forwarder=not args.no_forwarder)
+    except SQLAlchemyError as exc:
+        log.error("database %s unusable: %s", _redact(settings.database_url), str(exc.orig or exc).strip())
+        return 1
+    except PolicyError as exc:
+        log.error("training policy unusable: %s", exc)
+        return 1
     return 0
