@@ -32,9 +32,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-# dlib from its prebuilt wheel, never a source build; face_recognition without its `dlib` requirement.
-"$VENV/bin/python" -m pip install -q "dlib-bin>=19.24"
-"$VENV/bin/python" -m pip install -q --no-deps "face_recognition==1.3.0"
+# dlib from its prebuilt wheel (a dependency of the project), never a source build; face_recognition last and
+# without its `dlib` requirement, which pip would otherwise try to build from source.
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q --no-deps "face_recognition==1.3.0"
 echo "$want" > "$stamp"
 echo "bootstrap: environment ready in $VENV"
