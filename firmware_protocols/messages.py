@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from firmware_protocols import envelope
 from firmware_protocols.errors import MalformedMessage, UnsupportedVersion
@@ -36,6 +36,10 @@ def _load(data: bytes) -> dict[str, Any]:
     if obj.get("v") not in SUPPORTED_VERSIONS:
         raise UnsupportedVersion(f"message version {obj.get('v')!r} not supported", "unsupported_version")
     return obj
+
+
+def _strict_int(x: object) -> TypeGuard[int]:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
@@ -193,17 +197,15 @@ class LostNotice:
     def parse(cls, raw: bytes) -> tuple[LostNotice, envelope.Envelope]:
         env = envelope.parse(raw, expected_typ=LOST_TYP)
         p = env.payload
-        try:
-            notice = cls(
-                check_national_id(p["terminal"], "terminal"),
-                int(p["chain"]),
-                int(p["from_seq"]),
-                int(p["to_seq"]),
-                str(p["reason"]),
-                parse_time(p["at"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedMessage("lost notice lacks fields", "bad_notice") from exc
+        if p.get("v") not in SUPPORTED_VERSIONS or p.get("kind") != "lost":
+            raise UnsupportedVersion("not a v1 lost notice", "unsupported_version")
+        chain, from_seq, to_seq = (p.get(k) for k in ("chain", "from_seq", "to_seq"))
+        if not (
+            _strict_int(chain) and _strict_int(from_seq) and _strict_int(to_seq) and isinstance(p.get("reason"), str)
+        ):
+            raise MalformedMessage("lost notice needs integer chain/from_seq/to_seq and a reason", "bad_notice")
+        notice = cls(check_national_id(p.get("terminal"), "terminal"), chain, from_seq, to_seq, str(p["reason"]),
+                     parse_time(p.get("at")))  # fmt: skip
         if notice.from_seq > notice.to_seq or notice.from_seq < 0:
             raise MalformedMessage("lost notice range is empty", "bad_notice")
         return notice, env

@@ -165,8 +165,13 @@ def parse_payload_fields(
         raise MalformedMessage(f"{kind} body lacks {', '.join(missing)}", "bad_body")
     if kind is RecordKind.MINUTE:
         _check_minute(terminal, body)
-    elif kind in (RecordKind.STUDENT_LOGIN,):
-        CourseCode.parse(body["course"])
+    elif kind in (RecordKind.STUDENT_LOGIN, RecordKind.STUDENT_LOGOUT):
+        check_national_id(body["student"], "student")
+        check_national_id(body["coach"], "coach")
+        if kind is RecordKind.STUDENT_LOGIN:
+            CourseCode.parse(body["course"])
+    elif kind in (RecordKind.COACH_LOGIN, RecordKind.COACH_LOGOUT):
+        check_national_id(body["coach"], "coach")
     return kind, terminal, chain, seq, prev, at, body
 
 

@@ -110,3 +110,21 @@ def test_unknown_version_and_floats() -> None:
 def test_malformed_batches_are_refused(data: bytes) -> None:
     with pytest.raises((MalformedMessage, UnsupportedVersion)):
         RecordBatch.decode(data)
+
+
+@pytest.mark.parametrize(
+    "change", [{"chain": "1"}, {"from_seq": None}, {"to_seq": True}, {"reason": None}, {"kind": "found"}, {"v": 2}]
+)
+def test_lost_notices_with_loose_fields_are_refused(change: dict[str, object]) -> None:
+    env = envelope.parse(VECTORS["lost_notice"])
+    payload = {**env.payload, **change}
+    with pytest.raises((MalformedMessage, UnsupportedVersion)):
+        LostNotice.parse(envelope.sign(payload, KEY, "jiapei.lost.v1"))
+
+
+def test_login_records_with_bad_people_ids_are_refused() -> None:
+    payload = dict(VECTORS["records"][2]["payload"])
+    payload["body"] = {**payload["body"], "student": "not-an-id"}
+    with pytest.raises(MalformedMessage) as exc:
+        parse_record(envelope.sign(payload, KEY, "jiapei.record.v1"))
+    assert exc.value.reason == "bad_student"
