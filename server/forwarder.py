@@ -26,6 +26,9 @@ Clock = Callable[[], datetime]
 POLL_SECONDS = 1.0
 #: Notices taken per pass (the rest wait for the next pass).
 BATCH_SIZE = 20
+#: A claimed notice is not taken again before this (longer than any exam call's timeout): another forwarder, or
+#: this one after a crash mid-call, retries it only then.
+CLAIM_LEASE = timedelta(seconds=60)
 
 
 class ExamPort(Protocol):
@@ -72,33 +75,55 @@ class Forwarder:
         return len(ids)
 
     def _submit_one(self, review_id: int) -> None:
+        claimed = self._claim(review_id)
+        if claimed is None:
+            return
+        notice_id, attempts, notice = claimed
+        # No transaction is open during the HTTP call: a slow exam side must never hold up ingest's writes.
+        try:
+            reply: ExamReply | None = self._exam.submit(notice_from_json(notice))
+            error: Exception | None = None
+        except (ExamUnavailable, ExamRefused) as exc:
+            reply, error = None, exc
         with self._sf() as s, s.begin():
-            # Row lock (PostgreSQL) so that two forwarders never send the same notice at once; SQLite's
-            # BEGIN IMMEDIATE serialises writers already.
+            review = s.get(StageReview, review_id)
+            if review is None or review.status != REVIEW_PENDING:
+                return
+            now = self._clock()
+            review.updated_at = now
+            if isinstance(error, ExamUnavailable):
+                delay = next_retry_delay(attempts - 1)
+                review.next_attempt_at = now + timedelta(seconds=delay)
+                review.last_error = str(error) or type(error).__name__
+                log.info("stage review %s: exam side unavailable (%s), retry in %.0fs", notice_id, error, delay)
+            elif isinstance(error, ExamRefused):
+                review.status = REVIEW_REJECTED
+                review.last_error = str(error)
+                review.reply = {"status": "refused", "status_code": error.status_code, "reasons": list(error.reasons)}
+                log.warning("stage review %s refused by the exam side: %s", notice_id, error)
+            elif reply is not None:
+                review.status = REVIEW_ACCEPTED if reply.accepted else REVIEW_REJECTED
+                review.reply = {"status": reply.status, "reasons": list(reply.reasons)}
+                review.last_error = None
+                log.info("stage review %s: %s %s", notice_id, reply.status, ",".join(reply.reasons))
+
+    def _claim(self, review_id: int) -> tuple[str, int, dict[str, Any]] | None:
+        """Take a due notice for one attempt: count it and lease it, in a short transaction of its own.
+
+        A crash after the claim leaves the notice pending; it is tried again when the lease ends, and the exam side
+        answers a resent notice id as it did the first time (it is idempotent on the notice id).
+        """
+        with self._sf() as s, s.begin():
+            # Row lock (PostgreSQL) so that two forwarders never claim the same notice; SQLite's BEGIN IMMEDIATE
+            # serialises writers already.
             review = s.scalar(select(StageReview).where(StageReview.id == review_id).with_for_update(skip_locked=True))
             now = self._clock()
             if review is None or review.status != REVIEW_PENDING or review.next_attempt_at > now:
-                return
+                return None
             review.attempts += 1
             review.updated_at = now
-            try:
-                reply = self._exam.submit(notice_from_json(review.notice))
-            except ExamUnavailable as exc:
-                delay = next_retry_delay(review.attempts - 1)
-                review.next_attempt_at = now + timedelta(seconds=delay)
-                review.last_error = str(exc) or type(exc).__name__
-                log.info("stage review %s: exam side unavailable (%s), retry in %.0fs", review.notice_id, exc, delay)
-                return
-            except ExamRefused as exc:
-                review.status = REVIEW_REJECTED
-                review.last_error = str(exc)
-                review.reply = {"status": "refused", "status_code": exc.status_code, "reasons": list(exc.reasons)}
-                log.warning("stage review %s refused by the exam side: %s", review.notice_id, exc)
-                return
-            review.status = REVIEW_ACCEPTED if reply.accepted else REVIEW_REJECTED
-            review.reply = {"status": reply.status, "reasons": list(reply.reasons)}
-            review.last_error = None
-            log.info("stage review %s: %s %s", review.notice_id, reply.status, ",".join(reply.reasons))
+            review.next_attempt_at = now + CLAIM_LEASE
+            return review.notice_id, review.attempts, dict(review.notice)
 
     def run(self, stop: threading.Event) -> None:
         log.info("forwarder started")

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import SCHOOL, STUDENT, T0, TestTerminal, enrol
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from firmware_protocols import topics
 from firmware_protocols.messages import AckStatus
@@ -125,6 +125,35 @@ def test_refused_notice_is_not_retried(sf: Any) -> None:
     with sf() as s:
         review = s.scalar(select(StageReview))
         assert review is not None and review.status == "rejected" and review.reply["reasons"] == ["bad_digest"]
+
+
+def test_no_transaction_is_open_while_the_exam_side_answers(sf: Any, db_url: str) -> None:
+    """Regression: the forwarder held its write transaction across the HTTP call, so a slow exam system stalled
+    every ingest write (SQLite) or held a row lock (PostgreSQL). Here the exam side itself writes to the database."""
+    terminal = TestTerminal()
+    enrol(sf, terminal)
+    clock = FakeClock()
+    ledger = Ledger(sf, load_builtin_policy("demo"), clock)
+    ingestor = Ingestor(sf, clock, after_commit=ledger.after_ingest)
+    ingestor.handle_batch(
+        topics.up_records(terminal.id), terminal.batch([terminal.genesis(), *terminal.session(T0, 15)])
+    )
+    # Another writer that gives up after 0.3 s instead of waiting (SQLite busy timeout, PostgreSQL lock timeout).
+    wait_limit = {"timeout": 0.3} if db_url.startswith("sqlite") else {"options": "-c lock_timeout=300"}
+    other = create_engine(db_url, connect_args=wait_limit)
+
+    class WritingExam:
+        def submit(self, notice: StageReviewNotice) -> ExamReply:
+            with other.begin() as conn:  # a writer elsewhere (ingest) must not wait for this call
+                conn.execute(text("UPDATE stage_reviews SET last_error = 'touched' WHERE notice_id = :n"),
+                             {"n": notice.notice_id})  # fmt: skip
+            return ExamReply("accepted", ())
+
+    assert Forwarder(sf, WritingExam(), clock).run_once() == 1
+    other.dispose()
+    with sf() as s:
+        review = s.scalar(select(StageReview))
+        assert review is not None and review.status == "accepted" and review.attempts == 1
 
 
 def _template() -> str:
