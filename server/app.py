@@ -145,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run_server(settings, api=not args.no_api, forwarder=not args.no_forwarder)
     except SQLAlchemyError as exc:
-        log.error("database %s unusable: %s", _redact(settings.database_url), str(getattr(exc, "orig", None) or exc).strip())
+        log.error(
+            "database %s unusable: %s", _redact(settings.database_url), str(getattr(exc, "orig", None) or exc).strip()
+        )
         return 1
     except PolicyError as exc:
         log.error("training policy unusable: %s", exc)
