@@ -108,7 +108,6 @@ def run(args: argparse.Namespace) -> int:
 
         config = uvicorn.Config(create_app(runtime), host=args.web_host, port=args.web_port, log_level="warning")
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         threading.Thread(target=server.run, name="coach-screen", daemon=True).start()
         log.info("coach screen on http://%s:%d/", args.web_host, args.web_port)
     stop.wait()

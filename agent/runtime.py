@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from firmware_protocols.nmea import GpsFix
 
 log = logging.getLogger(__name__)
 
+#: Records held in memory while the store cannot write (a day of minutes): past this a louder alarm. They are never
+#: dropped: losing an hour record is worse than memory.
+UNSTORED_ALARM = 1440
 #: GNSS time older than this (real seconds) is not used as "now": the terminal clock is.
 GNSS_FRESH_S = 10.0
 TICK_S = 1.0
@@ -76,6 +80,9 @@ class TerminalRuntime:
         self.last_fix: GpsFix | None = None
         self.records_committed = 0
         self.store_errors = 0
+        self.store_failing = False
+        self._unstored: deque[EmitRecord] = deque()
+        self._unstored_alarmed = False
         self.fixes_dropped = 0
 
     # --- life cycle --------------------------------------------------------------------------------------
@@ -136,7 +143,8 @@ class TerminalRuntime:
             "minutes": m.minutes_recorded, "now": self.now().isoformat(),
             "gps": None if self.last_fix is None else {"lat": self.last_fix.lat, "lon": self.last_fix.lon,
                                                       "speed_mps": self.last_fix.speed_mps, "mode": self.last_fix.mode},
-            "records": self.store.counts(), "roster": None if roster is None else {
+            "records": self.store.counts(), "store_failing": self.store_failing, "unstored": len(self._unstored),
+            "roster": None if roster is None else {
                 "coaches": [{"id": p.id, "name": p.name} for p in roster.coaches],
                 "students": [{"id": p.id, "name": p.name} for p in roster.students]},
         }  # fmt: skip
@@ -152,14 +160,11 @@ class TerminalRuntime:
                 kind, payload = "tick", None
             try:
                 self._handle(kind, payload)
-            except StoreError as exc:
-                self.store_errors += 1
-                log.error("ALARM: %s", exc)
-            except Exception:
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + TICK_S
+                    self._execute(self.machine.on_tick(self.now()))
+            except Exception:  # the loop must survive anything one event does
                 log.exception("event %s failed", kind)
-            if time.monotonic() >= next_tick:
-                next_tick = time.monotonic() + TICK_S
-                self._execute(self.machine.on_tick(self.now()))
 
     def _handle(self, kind: str, payload: Any) -> None:
         if kind == "fix":
@@ -184,6 +189,10 @@ class TerminalRuntime:
     def _serve(self, what: str, face: FaceOutcome, kwargs: dict[str, Any]) -> RequestResult:
         at = self.now()
         m = self.machine
+        if self.store_failing and what in ("coach_login", "student_login"):
+            return RequestResult(
+                False, "store_unwritable", "the record store cannot write (disk full?)", face.to_body()
+            )
         try:
             if what == "coach_login":
                 actions = m.coach_login(kwargs.get("person") or face.person or "", face, at)
@@ -210,12 +219,34 @@ class TerminalRuntime:
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, EmitRecord):
-                stored = self.store.append(action)  # committed (synchronous=FULL) before it counts
-                self.records_committed += 1
-                self.machine.on_appended(action.kind, stored.seq, stored.body)
-                self.on_committed()
+                self._unstored.append(action)
             elif isinstance(action, RequestFaceCheck):
                 self._face_jobs.put(action)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Append held records in order. A store that cannot write (full disk) keeps them here, loudly, and the
+        next tick tries again: a record is neither dropped nor counted before its COMMIT returned."""
+        while self._unstored:
+            action = self._unstored[0]
+            try:
+                stored = self.store.append(action)  # committed (synchronous=FULL) before it counts
+            except StoreError as exc:
+                self.store_errors += 1
+                if not self.store_failing:
+                    log.error("ALARM: %s; holding %d record(s) in memory and retrying", exc, len(self._unstored))
+                self.store_failing = True
+                if len(self._unstored) > UNSTORED_ALARM and not self._unstored_alarmed:
+                    log.critical("ALARM: %d records wait for the store; free the disk", len(self._unstored))
+                    self._unstored_alarmed = True
+                return
+            self._unstored.popleft()
+            if self.store_failing:
+                log.warning("record store writable again")
+                self.store_failing, self._unstored_alarmed = False, False
+            self.records_committed += 1
+            self.machine.on_appended(action.kind, stored.seq, stored.body)
+            self.on_committed()
 
     # --- faces -------------------------------------------------------------------------------------------
 

@@ -65,14 +65,14 @@ class RecordStore:
 
     def _migrate(self) -> None:
         if "records" not in self.db.table_names():
-            self.db["records"].create(
+            self.db.table("records").create(
                 {"chain": int, "seq": int, "kind": str, "at": str, "hash": str, "raw": bytes, "body": str,
                  "status": str, "reason": str, "created_at": str, "acked_at": str},
                 pk=("chain", "seq"),
             )  # fmt: skip
-            self.db["records"].create_index(["status", "chain", "seq"])
+            self.db.table("records").create_index(["status", "chain", "seq"])
         if "daily_numbers" not in self.db.table_names():
-            self.db["daily_numbers"].create({"day": str, "last": int}, pk="day")
+            self.db.table("daily_numbers").create({"day": str, "last": int}, pk="day")
 
     # --- chain -------------------------------------------------------------------------------------------
 
@@ -124,13 +124,14 @@ class RecordStore:
                     payload = build_payload(action.kind, self.terminal, chain, seq, prev, action.at, body)
                     raw = sign_record(payload, self._key)
                     digest = record_hash(raw)
-                    self.db["records"].insert({
+                    self.db.table("records").insert({
                         "chain": chain, "seq": seq, "kind": str(action.kind), "at": payload["at"], "hash": digest,
                         "raw": raw, "body": envelope.canonical_json(body).decode(), "status": PENDING,
                         "reason": None, "created_at": _now(), "acked_at": None})  # fmt: skip
                     self.db.execute("COMMIT")
                 except BaseException:
-                    self.db.execute("ROLLBACK")
+                    if self.db.conn.in_transaction:  # SQLite rolls back by itself on SQLITE_FULL and some I/O errors
+                        self.db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"record not stored ({exc}); it does not count") from exc

@@ -106,7 +106,7 @@ class RecordSync:
     # --- life cycle --------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S, clean_start=False, properties=props)
         self.client.loop_start()
@@ -159,13 +159,13 @@ class RecordSync:
         channel = topics.channel_of(msg.topic)
         try:
             if channel == "down/acks":
-                self._handle_ack(Ack.decode(msg.payload))
+                self._handle_ack(Ack.decode(bytes(msg.payload)))
             elif channel == "down/commands":
                 with self._lock:
-                    self._resend.append(Command.decode(msg.payload))
+                    self._resend.append(Command.decode(bytes(msg.payload)))
                 self._wake.set()
             elif channel == "down/roster":
-                self._on_roster(Roster.decode(msg.payload))
+                self._on_roster(Roster.decode(bytes(msg.payload)))
         except ProtocolError as exc:
             self.stats.errors[exc.reason] = self.stats.errors.get(exc.reason, 0) + 1
             log.warning("refused a %s message: %s", channel, exc)

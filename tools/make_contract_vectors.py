@@ -53,7 +53,8 @@ def build() -> dict[str, Any]:
             },
         ),
     ]  # fmt: skip
-    records, prev = [], GENESIS_PREV
+    records: list[dict[str, Any]] = []
+    prev = GENESIS_PREV
     for seq, (kind, at, body) in enumerate(bodies):
         payload = build_payload(kind, TERMINAL, 1, seq, prev, at, body)
         raw = sign_record(payload, key)

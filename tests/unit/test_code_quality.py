@@ -32,6 +32,12 @@ def test_ruff_is_clean() -> None:
     assert r.returncode == 0, r.stdout[-3000:]
 
 
+def test_typing_of_everything() -> None:
+    targets = ["agent", "server", "simulators", "biometrics", "jiapei_cli", "tools", "bench"]
+    r = subprocess.run([tool("mypy"), *targets], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:]
+
+
 def test_strict_typing_of_protocols_and_pure_cores() -> None:
     targets = ["firmware_protocols", "agent/session.py", "server/validation", "server/hours.py", "server/policy.py"]
     r = subprocess.run([tool("mypy"), "--strict", *targets], cwd=ROOT, capture_output=True, text=True)
