@@ -240,20 +240,7 @@ class Ingestor:
 
     # ------------------------------------------------------------------ chains
     def _advance_chain(self, s: Session, terminal: Terminal, rec: Record, h: str, now: datetime) -> None:
-        chain = s.get(Chain, (terminal.id, rec.chain))
-        if chain is None:
-            chain = Chain(
-                terminal_id=terminal.id,
-                chain=rec.chain,
-                key_id=terminal.key_id,
-                genesis_hash=None,
-                contiguous_seq=-1,
-                max_seq=-1,
-                gap_since=None,
-                last_resend_at=None,
-                lost_ranges=[],
-            )
-            s.add(chain)
+        chain = _chain_row(s, terminal, rec.chain)
         if rec.kind is RecordKind.GENESIS:
             chain.genesis_hash = h
             if rec.chain > 1:
@@ -326,20 +313,7 @@ class Ingestor:
                     "notice": payload.decode("ascii"),
                 },
             )
-            chain = s.get(Chain, (terminal.id, notice.chain))
-            if chain is None:
-                chain = Chain(
-                    terminal_id=terminal.id,
-                    chain=notice.chain,
-                    key_id=terminal.key_id,
-                    genesis_hash=None,
-                    contiguous_seq=-1,
-                    max_seq=-1,
-                    gap_since=None,
-                    last_resend_at=None,
-                    lost_ranges=[],
-                )
-                s.add(chain)
+            chain = _chain_row(s, terminal, notice.chain)
             chain.lost_ranges = [*chain.lost_ranges, [notice.from_seq, notice.to_seq]]
             _recompute_gap(s, chain, now)
         return True
@@ -427,6 +401,16 @@ def _raw_at(s: Session, terminal: str, chain: int, seq: int) -> RawRecord | None
     return s.scalar(
         select(RawRecord).where(RawRecord.terminal_id == terminal, RawRecord.chain == chain, RawRecord.seq == seq)
     )
+
+
+def _chain_row(s: Session, terminal: Terminal, chain_no: int) -> Chain:
+    """The chain's bookkeeping row, created empty on its first record (or notice)."""
+    chain = s.get(Chain, (terminal.id, chain_no))
+    if chain is None:
+        chain = Chain(terminal_id=terminal.id, chain=chain_no, key_id=terminal.key_id, genesis_hash=None,
+                      contiguous_seq=-1, max_seq=-1, gap_since=None, last_resend_at=None, lost_ranges=[])  # fmt: skip
+        s.add(chain)
+    return chain
 
 
 def _session_row(s: Session, terminal: str, session: str) -> TrainingSession:
