@@ -329,7 +329,7 @@ class Demo:
 
     def print_where(self) -> None:
         print(f"""
-jiapei demo is running — simulated time at {self.args.factor:g}x from {self.fleet["sim_start"]}
+jiapei demo is running — simulated time at {self.args.factor:g}x from {_beijing(self.fleet["sim_start"])}
   server API      http://127.0.0.1:{self.api_port}/api   (docs: http://127.0.0.1:{self.api_port}/docs)
   metrics         http://127.0.0.1:{self.api_port}/metrics
   exam system     http://127.0.0.1:{self.exam_port}/docs
@@ -338,6 +338,12 @@ jiapei demo is running — simulated time at {self.args.factor:g}x from {self.fl
         for car in self.cars:
             print(f"  {car['name']} coach screen  {car['web']}/   terminal {car['terminal']} ({car['route']})")
         print("Ctrl-C stops everything.\n", flush=True)
+
+
+def _beijing(iso: str) -> str:
+    from firmware_protocols.identifiers import BEIJING
+
+    return datetime.fromisoformat(iso).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M Beijing time")
 
 
 def _ok(r: httpx.Response) -> httpx.Response:
