@@ -105,8 +105,10 @@ class Demo:
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log_path = self.dir / f"{name}.log"
         out = log_path.open("ab")
+        # The admin token goes by environment, never on a command line that `ps` shows.
+        env = {**os.environ, "JIAPEI_ADMIN_TOKEN": self.token}
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)  # fmt: skip
+                                 start_new_session=True, env=env)  # fmt: skip
         self.procs.append(Proc(name, popen, log_path))
         return popen
 
@@ -141,7 +143,7 @@ class Demo:
         server = self.jiapei(
             "server", "server", "--database-url", a.database_url or f"sqlite:///{self.dir / 'server.sqlite'}",
             "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port),
-            "--exam-url", f"http://127.0.0.1:{self.exam_port}", "--policy", a.policy, "--admin-token", self.token,
+            "--exam-url", f"http://127.0.0.1:{self.exam_port}", "--policy", a.policy,
             "--api-host", "127.0.0.1", "--api-port", str(self.api_port), "--resend-grace-seconds", "10",
         )  # fmt: skip
         wait_port(self.api_port, STARTUP_TIMEOUT_S, server, "server")
