@@ -1,7 +1,7 @@
 """The signed envelope: JWS Compact Serialization (RFC 7515) over canonical JSON.
 
 ``BASE64URL(header) . BASE64URL(payload) . BASE64URL(signature)``, ASCII. The protected header names the algorithm
-(``EdDSA`` = Ed25519, RFC 8037; ``RS256`` = RSA-2048 PKCS#1 v1.5 over SHA-256, for terminals provisioned with national
+(``Ed25519``, the fully specified name of RFC 9864 that replaces RFC 8037's ``EdDSA``; ``RS256`` = RSA-2048 PKCS#1 v1.5 over SHA-256, for terminals provisioned with national
 certificates), the key id ``kid`` and the content type ``typ``. The payload is canonical JSON (sorted keys, no
 whitespace, UTF-8, integers only): anyone with the public key can verify it with any JOSE library.
 
@@ -27,7 +27,7 @@ from firmware_protocols.errors import BadSignature, LocalProtocolError, Malforme
 
 #: A compact JWS larger than this is refused before any parsing (a minute record is ~1.5 KiB).
 MAX_ENVELOPE_BYTES = 16 * 1024
-ALGORITHMS = ("EdDSA", "RS256")
+ALGORITHMS = ("Ed25519", "RS256")
 
 PublicKey = Ed25519PublicKey | rsa.RSAPublicKey
 PrivateKey = Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -90,7 +90,7 @@ def public_key_from_pem(pem: str | bytes) -> PublicKey:
 
 
 def algorithm_of(key: PublicKey | PrivateKey) -> str:
-    return "EdDSA" if isinstance(key, Ed25519PublicKey | Ed25519PrivateKey) else "RS256"
+    return "Ed25519" if isinstance(key, Ed25519PublicKey | Ed25519PrivateKey) else "RS256"
 
 
 def sign(payload: dict[str, Any], private_key: PrivateKey, typ: str) -> bytes:

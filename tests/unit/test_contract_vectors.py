@@ -128,3 +128,33 @@ def test_login_records_with_bad_people_ids_are_refused() -> None:
     with pytest.raises(MalformedMessage) as exc:
         parse_record(envelope.sign(payload, KEY, "jiapei.record.v1"))
     assert exc.value.reason == "bad_student"
+
+
+def test_a_third_party_jose_library_verifies_the_records() -> None:
+    """Anyone with the public key can check a record without jiapei: here joserfc, an independent JOSE library."""
+    from joserfc import jws
+    from joserfc.jwk import OKPKey
+
+    key = OKPKey.import_key(VECTORS["public_key_pem"])
+    for rec in VECTORS["records"]:
+        verified = jws.deserialize_compact(rec["compact"], key, algorithms=["Ed25519"])
+        assert json.loads(verified.payload) == rec["payload"]
+    h, p, s = VECTORS["records"][3]["compact"].split(".")
+    with pytest.raises(Exception, match="(?i)signature"):
+        jws.deserialize_compact(f"{h}.{envelope.b64url_encode(b'{}')}.{s}", key, algorithms=["Ed25519"])
+
+
+def test_rs256_records_of_nationally_provisioned_terminals() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc import jws
+    from joserfc.jwk import RSAKey
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raw = sign_record(VECTORS["records"][1]["payload"], key)
+    rec = parse_record(raw)
+    assert rec.envelope.alg == "RS256"
+    envelope.verify(rec.envelope, key.public_key())
+    pem = envelope.public_key_to_pem(key.public_key())
+    jws.deserialize_compact(raw.decode(), RSAKey.import_key(pem), algorithms=["RS256"])
+    with pytest.raises(BadSignature):  # an Ed25519 terminal key does not accept an RS256 record
+        envelope.verify(rec.envelope, KEY.public_key())
