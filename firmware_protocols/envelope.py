@@ -1,9 +1,10 @@
 """The signed envelope: JWS Compact Serialization (RFC 7515) over canonical JSON.
 
-``BASE64URL(header) . BASE64URL(payload) . BASE64URL(signature)``, ASCII. The protected header names the algorithm
-(``Ed25519``, the fully specified name of RFC 9864 that replaces RFC 8037's ``EdDSA``; ``RS256`` = RSA-2048 PKCS#1 v1.5 over SHA-256, for terminals provisioned with national
-certificates), the key id ``kid`` and the content type ``typ``. The payload is canonical JSON (sorted keys, no
-whitespace, UTF-8, integers only): anyone with the public key can verify it with any JOSE library.
+``BASE64URL(header) . BASE64URL(payload) . BASE64URL(signature)``, ASCII. The protected header names the
+algorithm (``Ed25519``, the fully specified name of RFC 9864 that replaces RFC 8037's ``EdDSA``; ``RS256`` =
+RSA-2048 PKCS#1 v1.5 over SHA-256, for terminals provisioned with national certificates), the key id ``kid`` and
+the content type ``typ``. The payload is canonical JSON (sorted keys, no whitespace, UTF-8, integers only): anyone
+with the public key can verify it with any JOSE library.
 
 The bytes of the compact form are what is stored, hashed into the chain and verified; the payload is never
 re-serialised to check a signature.
