@@ -9,97 +9,42 @@ device problem; a bug in ``on_fix`` is logged with its traceback and reading goe
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import serial
 
+from agent.serial_link import RETRY_INITIAL_S, RETRY_MAX_S, LinkStats, SerialLink
 from firmware_protocols.nmea import GpsFix, NmeaDecoder, NmeaRejected
 
 log = logging.getLogger(__name__)
 
-RETRY_INITIAL_S = 0.5  # first wait after the port fails to open or vanishes
-RETRY_MAX_S = 30.0  # backoff cap: a receiver plugged back in is picked up within this
 READ_TIMEOUT_S = 0.2  # serial read timeout: how fast stop() is noticed
 READ_SIZE = 4096  # bytes per read at most (a 9600-baud receiver sends ~960 bytes/s)
 
 
 @dataclass
-class GpsReaderStats:
+class GpsReaderStats(LinkStats):
     fixes: int = 0
     rejected: int = 0
     bytes_read: int = 0
-    connects: int = 0
-    failures: int = 0  # failed opens and lost connections
 
 
-class SerialGpsReader:
+class SerialGpsReader(SerialLink):
     """Reads NMEA from ``port`` at ``baudrate`` and calls ``on_fix`` (from the reader thread) for each fix."""
 
-    def __init__(
-        self,
-        port: str,
-        baudrate: int,
-        on_fix: Callable[[GpsFix], None],
-        *,
-        retry_initial_s: float = RETRY_INITIAL_S,
-        retry_max_s: float = RETRY_MAX_S,
-    ) -> None:
-        self.port = port
-        self.baudrate = baudrate
+    what = "GPS receiver"
+    stats: GpsReaderStats
+
+    def __init__(self, port: str, baudrate: int, on_fix: Callable[[GpsFix], None], *,
+                 retry_initial_s: float = RETRY_INITIAL_S, retry_max_s: float = RETRY_MAX_S) -> None:  # fmt: skip
+        super().__init__(port, baudrate, READ_TIMEOUT_S, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
+                         log=log, stats=GpsReaderStats())  # fmt: skip
         self.on_fix = on_fix
-        self.retry_initial_s = retry_initial_s
-        self.retry_max_s = retry_max_s
-        self.stats = GpsReaderStats()
-        self.connected = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"gps {self.port}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        delay = self.retry_initial_s
-        outage_logged = False
-        while not self._stop.is_set():
-            try:
-                ser = serial.Serial(self.port, self.baudrate, timeout=READ_TIMEOUT_S)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                self.stats.failures += 1
-                if not outage_logged:
-                    log.warning("GPS receiver %s unavailable (%s); retrying in the background", self.port, exc)
-                    outage_logged = True
-                else:
-                    log.debug("GPS receiver %s still unavailable: %s", self.port, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.retry_max_s)
-                continue
-            self.stats.connects += 1
-            log.info("GPS receiver %s connected at %d baud", self.port, self.baudrate)
-            outage_logged = False
-            delay = self.retry_initial_s
-            self.connected.set()
-            try:
-                self._read(ser)
-            except (serial.SerialException, OSError) as exc:
-                self.stats.failures += 1
-                log.warning("GPS receiver %s lost (%s); retrying in the background", self.port, exc)
-                outage_logged = True
-                self._stop.wait(delay)
-            finally:
-                self.connected.clear()
-                ser.close()
+    def _session(self, ser: serial.Serial) -> None:
+        self._ready(f"connected at {self.baudrate} baud")
+        self._read(ser)
 
     def _read(self, ser: serial.Serial) -> None:
         decoder = NmeaDecoder()  # a fresh one per connection: a half line from before is not glued on

@@ -22,10 +22,11 @@ from typing import Protocol
 
 import serial
 
+from agent.serial_link import RETRY_INITIAL_S, RETRY_MAX_S, SerialLink
+
 log = logging.getLogger(__name__)
 
-RETRY_INITIAL_S = 0.5  # first wait after the adapter port fails to open or vanishes
-RETRY_MAX_S = 30.0  # backoff cap
+READ_TIMEOUT_S = 0.1  # serial read timeout inside one command's deadline
 COMMAND_TIMEOUT_S = 3.0  # an ELM327 answers within ~1 s (ATZ, protocol search); longer means it is gone
 POLL_INTERVAL_S = 0.5  # between rpm+speed polls
 STALE_AFTER_S = 3.0  # a reading older than this is not a reading
@@ -87,8 +88,11 @@ def decode_speed_kmh(data: bytes) -> float | None:
     return float(data[0]) if data else None
 
 
-class Elm327Vehicle:
+class Elm327Vehicle(SerialLink):
     """An ELM327 adapter on ``port``; ``start()`` the poller, ``read()`` the latest fresh signals."""
+
+    what = "OBD adapter"
+    lost_errors = (serial.SerialException, OSError, Elm327Error)
 
     def __init__(
         self,
@@ -102,19 +106,14 @@ class Elm327Vehicle:
         monotonic: Callable[[], float] = time.monotonic,
         on_signals: Callable[[VehicleSignals], None] | None = None,
     ) -> None:
-        self.port = port
-        self.baudrate = baudrate
+        super().__init__(port, baudrate, READ_TIMEOUT_S, retry_initial_s=retry_initial_s, retry_max_s=retry_max_s,
+                         log=log)  # fmt: skip
         self.poll_interval_s = poll_interval_s
         self.stale_after_s = stale_after_s
-        self.retry_initial_s = retry_initial_s
-        self.retry_max_s = retry_max_s
         self.monotonic = monotonic
         self.on_signals = on_signals
-        self.connected = threading.Event()
         self._lock = threading.Lock()
         self._latest: tuple[float, VehicleSignals] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def read(self) -> VehicleSignals | None:
         with self._lock:
@@ -122,19 +121,6 @@ class Elm327Vehicle:
         if latest is None or self.monotonic() - latest[0] > self.stale_after_s:
             return None
         return latest[1]
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"elm327 {self.port}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     # --- the dialogue ---
 
@@ -161,42 +147,17 @@ class Elm327Vehicle:
         ignition = rpm is not None
         return VehicleSignals(ignition, rpm or 0.0, speed or 0.0, datetime.now(UTC))
 
-    def _run(self) -> None:
-        delay = self.retry_initial_s
-        outage_logged = False
+    def _session(self, ser: serial.Serial) -> None:
+        for command in INIT_COMMANDS:
+            self._command(ser, command)
+        self._ready()
         while not self._stop.is_set():
-            try:
-                ser = serial.Serial(self.port, self.baudrate, timeout=0.1)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                if not outage_logged:
-                    log.warning("OBD adapter %s unavailable (%s); retrying in the background", self.port, exc)
-                    outage_logged = True
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.retry_max_s)
-                continue
-            try:
-                for command in INIT_COMMANDS:
-                    self._command(ser, command)
-                log.info("OBD adapter %s ready", self.port)
-                outage_logged = False
-                delay = self.retry_initial_s
-                self.connected.set()
-                while not self._stop.is_set():
-                    signals = self._poll_once(ser)
-                    with self._lock:
-                        self._latest = (self.monotonic(), signals)
-                    if self.on_signals is not None:
-                        try:
-                            self.on_signals(signals)
-                        except Exception:
-                            log.exception("vehicle signal consumer failed; polling goes on")
-                    self._stop.wait(self.poll_interval_s)
-            except (serial.SerialException, OSError, Elm327Error) as exc:
-                if not outage_logged:
-                    log.warning("OBD adapter %s lost (%s); retrying in the background", self.port, exc)
-                    outage_logged = True
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.retry_max_s)
-            finally:
-                self.connected.clear()
-                ser.close()
+            signals = self._poll_once(ser)
+            with self._lock:
+                self._latest = (self.monotonic(), signals)
+            if self.on_signals is not None:
+                try:
+                    self.on_signals(signals)
+                except Exception:
+                    log.exception("vehicle signal consumer failed; polling goes on")
+            self._stop.wait(self.poll_interval_s)

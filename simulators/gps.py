@@ -15,14 +15,13 @@ import bisect
 import logging
 import math
 import os
-import threading
-import tty
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 
 from firmware_protocols.nmea import GpsFix, nmea_sentences
 from simulators.clock import SimClock
+from simulators.pty_device import PtyDevice
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ class GpsPtyStats:
     last_epoch: datetime | None = None
 
 
-class GpsPty:
+class GpsPty(PtyDevice):
     """A pty that behaves like a GPS receiver on a serial port, driven by ``clock``.
 
     The thread walks simulated seconds one by one from the first whole second after ``start()``: each
@@ -204,41 +203,16 @@ class GpsPty:
     So a pty nobody reads never blocks the simulator nor grows memory.
     """
 
+    thread_name = "gps-pty"
+
     def __init__(self, driver: RouteDriver, clock: SimClock, talker: str = "GN") -> None:
         self.driver = driver
         self.clock = clock
         self.talker = talker
         self.stats = GpsPtyStats()
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no CR/LF translation: bytes arrive as a receiver sends them
+        super().__init__()
         os.set_blocking(self._master, False)
-        self.path = os.ttyname(self._slave)
         self._pending = bytearray()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> GpsPty:
-        self._thread = threading.Thread(target=self._run, name=f"gps-pty {self.path}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the thread and close the pty (a reader sees the device vanish)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        for fd in (self._master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._master = self._slave = -1
-
-    def __enter__(self) -> GpsPty:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _epoch_bytes(self, when: datetime) -> bytes:
         t = (when - self.clock.start).total_seconds()

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import select
-import threading
-import tty
 from collections.abc import Callable
 
 from simulators.clock import SimClock
 from simulators.gps import RouteDriver
+from simulators.pty_device import PtyDevice
 
 log = logging.getLogger(__name__)
 
@@ -47,43 +46,20 @@ def driver_signals(driver: RouteDriver, clock: SimClock) -> Callable[[], Signals
     return signals
 
 
-class Elm327Emulator:
+class Elm327Emulator(PtyDevice):
     """An ELM327 behind a pty; ``path`` is what the agent opens."""
+
+    thread_name = "elm327-sim"
 
     def __init__(self, signals: Callable[[], Signals]) -> None:
         self.signals = signals
         self.commands: list[str] = []  # every command received, for tests
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        self.path = os.ttyname(self._slave)
+        super().__init__()
         self._reset()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _reset(self) -> None:
         self.echo, self.linefeeds, self.spaces, self.headers = True, True, True, False
         self._last = ""
-
-    def start(self) -> Elm327Emulator:
-        self._thread = threading.Thread(target=self._run, name=f"elm327-sim {self.path}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        for fd in (self._master, self._slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def __enter__(self) -> Elm327Emulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _run(self) -> None:
         buf = bytearray()
