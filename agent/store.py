@@ -12,6 +12,7 @@ but before the ack was stored only causes a resend, which the server answers ``d
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -198,8 +199,6 @@ class RecordStore:
 
 
 def _row(r: Any) -> StoredRecord:
-    import json
-
     return StoredRecord(int(r[0]), int(r[1]), str(r[2]), str(r[3]), bytes(r[4]), json.loads(r[5]))
 
 

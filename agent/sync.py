@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.store import ACKED, REJECTED, RecordStore
+from agent.store import ACKED, REJECTED, RecordStore, StoredRecord
 from firmware_protocols import envelope, topics
 from firmware_protocols.errors import ProtocolError
 from firmware_protocols.messages import (
@@ -217,7 +217,7 @@ class RecordSync:
         for i in range(0, min(len(candidates), room * self.batch_size), self.batch_size):
             self._publish(candidates[i : i + self.batch_size])
 
-    def _publish(self, records: list) -> None:  # type: ignore[type-arg]
+    def _publish(self, records: list[StoredRecord]) -> None:
         batch_id = f"{records[0].chain}-{records[0].seq}-{uuid.uuid4().hex[:8]}"
         payload = RecordBatch(self.terminal, batch_id, tuple(r.raw for r in records)).encode()
         with self._lock:

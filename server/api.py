@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from firmware_protocols import envelope
 from firmware_protocols.errors import ProtocolError
 from firmware_protocols.identifiers import CLASS_CODES, check_national_id
+from server.clock import utcnow
 from server.db import SessionFactory, make_engine, make_session_factory
 from server.hours import progress
 from server.models import (
@@ -48,10 +49,6 @@ log = logging.getLogger(__name__)
 #: Called with a school id after its terminals or people changed (publishes the retained rosters).
 PeopleChanged = Callable[[str], object]
 MAX_LIST = 500
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------------------------- dependencies
@@ -280,7 +277,7 @@ write = APIRouter(prefix="/api")
 @read.get("/health")
 def health(db: DB) -> dict[str, Any]:
     db.execute(select(1))
-    return {"status": "ok", "time": _utcnow().isoformat()}
+    return {"status": "ok", "time": utcnow().isoformat()}
 
 
 @read.get("/terminals")
@@ -403,7 +400,7 @@ def create_school(body: SchoolCreate, db: DB, _: Admin) -> SchoolPublic:
     _check_id(body.id, "school")
     if db.get(School, body.id) is not None:
         raise HTTPException(409, "school exists")
-    db.add(School(id=body.id, name=body.name, created_at=_utcnow()))
+    db.add(School(id=body.id, name=body.name, created_at=utcnow()))
     db.commit()
     return SchoolPublic(id=body.id, name=body.name)
 
@@ -426,7 +423,7 @@ def create_terminal(body: TerminalCreate, request: Request, db: DB, _: Admin) ->
         public_key=envelope.public_key_to_pem(key),
         key_id=envelope.key_id(key),
         status=TERMINAL_ACTIVE,
-        registered_at=_utcnow(),
+        registered_at=utcnow(),
         last_seen_at=None,
     )
     db.add(t)
@@ -451,7 +448,7 @@ def create_coach(body: CoachCreate, request: Request, db: DB, _: Admin) -> Perso
             classes=body.classes,
             face_template=body.face_template,
             photo_sha256=body.photo_sha256,
-            created_at=_utcnow(),
+            created_at=utcnow(),
         )
     )
     db.commit()
@@ -476,7 +473,7 @@ def create_student(body: StudentCreate, request: Request, db: DB, _: Admin) -> S
         licence_class=body.licence_class,
         face_template=body.face_template,
         photo_sha256=body.photo_sha256,
-        created_at=_utcnow(),
+        created_at=utcnow(),
     )
     db.add(s)
     db.commit()
@@ -506,7 +503,7 @@ def metrics(request: Request) -> PlainTextResponse:
     age = 0.0
     if oldest is not None:
         oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
-        age = max(0.0, (_utcnow() - oldest).total_seconds())
+        age = max(0.0, (utcnow() - oldest).total_seconds())
     lines += [
         "# TYPE jiapei_outbox_pending gauge",
         f"jiapei_outbox_pending {pending or 0}",

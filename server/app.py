@@ -11,18 +11,15 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
+from server.clock import utcnow
 from server.policy import Policy, load_builtin_policy, load_policy
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def load_configured_policy(spec: str) -> Policy:
@@ -51,9 +48,9 @@ def run_server(
     policy = load_configured_policy(settings.policy)
     db.upgrade(settings.database_url)
     sf = db.make_session_factory(db.make_engine(settings.database_url))
-    ledger = Ledger(sf, policy, _utcnow)
+    ledger = Ledger(sf, policy, utcnow)
     ingestor = Ingestor(
-        sf, _utcnow, resend_grace=timedelta(seconds=settings.resend_grace_seconds), after_commit=ledger.after_ingest
+        sf, utcnow, resend_grace=timedelta(seconds=settings.resend_grace_seconds), after_commit=ledger.after_ingest
     )
     consumer = IngestConsumer(
         ingestor,
@@ -67,7 +64,7 @@ def run_server(
     threads: list[threading.Thread] = []
     exam = ExamClient(settings.exam_url)
     if forwarder:
-        fw = Forwarder(sf, exam, _utcnow)
+        fw = Forwarder(sf, exam, utcnow)
         threads.append(threading.Thread(target=fw.run, args=(stop,), name="forwarder", daemon=True))
     server: uvicorn.Server | None = None
     if api:

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from server.clock import Clock
 from server.db import SessionFactory
 from server.exam_client import ExamRefused, ExamReply, ExamUnavailable, StageReviewNotice, next_retry_delay
 from server.models import REVIEW_ACCEPTED, REVIEW_PENDING, REVIEW_REJECTED, StageReview
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 #: How often the loop looks for due notices when idle.
 POLL_SECONDS = 1.0
 #: Notices taken per pass (the rest wait for the next pass).

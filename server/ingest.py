@@ -27,12 +27,12 @@ from firmware_protocols.errors import ProtocolError
 from firmware_protocols.identifiers import CourseCode
 from firmware_protocols.messages import Ack, AckResult, AckStatus, Command, LostNotice, RecordBatch
 from firmware_protocols.records import Record, RecordKind, parse_record, record_hash
+from server.clock import Clock
 from server.db import SessionFactory
 from server.models import TERMINAL_ACTIVE, Alarm, Chain, Minute, RawRecord, Rejection, Terminal, TrainingSession
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 
 #: How long a hole in a chain may last before the server asks for it (records of one terminal may reach different
 #: workers out of order; the next batch usually fills the hole within seconds).

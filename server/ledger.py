@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from firmware_protocols.errors import MalformedMessage
 from firmware_protocols.identifiers import CourseCode
+from server.clock import Clock
 from server.db import SessionFactory
 from server.hours import apply_daily_cap, progress
 from server.models import REVIEW_PENDING, HourTotal, Minute, StageReview, Student, TrainingSession
@@ -28,7 +29,6 @@ from server.validation.reasons import Reason
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 PRACTICAL_MODE = 1
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,13 +22,13 @@ from sqlalchemy import select
 
 from firmware_protocols import topics
 from firmware_protocols.messages import Roster, RosterPerson
+from server.clock import Clock, utcnow
 from server.db import SessionFactory
 from server.ingest import Ingestor
 from server.models import Coach, Student, Terminal
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 
 #: Broker keeps our subscription and queued QoS 1 messages this long while we are away.
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600
@@ -38,10 +37,6 @@ RECONNECT_MIN_SECONDS = 1
 RECONNECT_MAX_SECONDS = 30
 #: Messages waiting for the worker; paho's thread blocks when full (back-pressure instead of unbounded memory).
 MAX_PENDING_MESSAGES = 1000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class IngestConsumer:
@@ -53,7 +48,7 @@ class IngestConsumer:
         port: int,
         *,
         client_id: str = "jiapei-server-1",
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         resend_check_seconds: float = 5.0,
     ) -> None:
         self.ingestor = ingestor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 
 @dataclass
@@ -33,7 +33,3 @@ class SimClock:
 
     def sleep_sim(self, sim_seconds: float) -> None:
         time.sleep(max(0.0, sim_seconds / self.factor))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
