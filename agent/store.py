@@ -26,6 +26,7 @@ import sqlite_utils
 from agent.session import EmitRecord
 from firmware_protocols import envelope
 from firmware_protocols.identifiers import MAX_DAILY_SEQUENCE, RecordNumber, beijing_day
+from firmware_protocols.messages import KeyVouch
 from firmware_protocols.records import GENESIS_PREV, RecordKind, build_payload, record_hash, sign_record
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,42 @@ class RecordStore:
         tmp = self._chain_file.with_suffix(".tmp")
         tmp.write_text(str(chain))
         tmp.replace(self._chain_file)
+
+    def rotate_key(self, new_key: envelope.PrivateKey, at: datetime) -> StoredRecord:
+        """Start chain C+1 signed by ``new_key``; its genesis carries the old key's vouch that ends chain C here.
+
+        Atomic: the genesis commits with the new key or not at all (then the old key stays in use)."""
+        head = self.head()
+        if head is None:
+            raise StoreError("no genesis yet: nothing to rotate")
+        chain, last_seq, _ = head
+        new_kid = envelope.key_id(new_key.public_key())
+        vouch = KeyVouch(self.terminal, new_kid, chain + 1, chain, last_seq, at).sign(self._key)
+        body = {"public_key": envelope.public_key_to_pem(new_key.public_key()), "reason": "key_rotation",
+                "previous_chain": chain, "vouch": vouch}  # fmt: skip
+        old = self._key
+        self._key = new_key
+        try:
+            stored = self._append(chain + 1, 0, GENESIS_PREV, EmitRecord(RecordKind.GENESIS, at, body))
+        except BaseException:
+            self._key = old
+            raise
+        tmp = self._chain_file.with_suffix(".tmp")
+        tmp.write_text(str(chain + 1))
+        tmp.replace(self._chain_file)
+        return stored
+
+    def use_key(self, key: envelope.PrivateKey) -> None:
+        with self._lock:
+            self._key = key
+
+    def newest_chain_key_id(self) -> str | None:
+        """The key id that signed the newest chain's genesis (None for an empty store)."""
+        with self._lock:
+            row = self.db.execute("SELECT body FROM records WHERE seq = 0 ORDER BY chain DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return envelope.key_id(envelope.public_key_from_pem(json.loads(row[0])["public_key"]))
 
     def next_position(self) -> tuple[int, int]:
         head = self.head()

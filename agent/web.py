@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from agent.runtime import TerminalRuntime
+from webguard import SecurityHeaders
 
 
 class LoginBody(BaseModel):
@@ -34,12 +35,21 @@ async function go(p,b){const r=await fetch('/api/'+p,{method:'POST',headers:{'co
 body:JSON.stringify(b||{})});document.getElementById('r').textContent=JSON.stringify(await r.json(),null,1);}
 async function poll(){try{const s=await (await fetch('/api/status')).json();
 document.getElementById('s').textContent=`${s.state} · coach ${s.coach||'-'} · student ${s.student||'-'} · `+
-`minutes ${s.minutes} · ${s.now}`;}catch(e){}setTimeout(poll,1000)}poll();
+`minutes ${s.minutes} · ${s.now} · `+(s.gps.lost?'GPS 信号丢失 lost':`GPS ${s.gps.mode||'-'}D `+
+`${s.gps.sats??'-'} sats`)+(s.gps.link?` · ${s.gps.link.state} (reconnects ${s.gps.link.failures})`:'')+
+` · clock ${s.gps.clock_offset_ms??'-'} ms`;}catch(e){}setTimeout(poll,1000)}poll();
 </script></html>"""
+
+
+COACH_PAGE_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+)
 
 
 def create_app(runtime: TerminalRuntime) -> FastAPI:
     app = FastAPI(title="jiapei terminal", version="1")
+    # The page's one inline script is allowed until the coach screen moves it to a file (issue 6).
+    app.add_middleware(SecurityHeaders, csp=COACH_PAGE_CSP)
 
     def answer(what: str, **kwargs: Any) -> JSONResponse:
         r = runtime.request(what, **kwargs)

@@ -269,3 +269,85 @@ class Roster:
             )
         except (KeyError, TypeError) as exc:
             raise MalformedMessage("roster lacks fields", "bad_roster") from exc
+
+
+KEY_VOUCH_TYP = "jiapei.key-vouch.v1"
+ENROL_TYP = "jiapei.enrol.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVouch:
+    """The old signing key's word for the new one, carried in the genesis of the chain a rotation starts.
+
+    Payload ``{"v":1, "kind":"key_vouch", "terminal", "new_key_id", "chain", "previous_chain", "last_seq", "at"}``:
+    chain ``chain`` is signed by ``new_key_id``, and ``previous_chain`` ends at ``last_seq`` (the server refuses
+    any later record of it, so a stolen old key cannot extend the old chain).
+    """
+
+    terminal: str
+    new_key_id: str
+    chain: int
+    previous_chain: int
+    last_seq: int
+    at: datetime
+
+    def sign(self, old_key: envelope.PrivateKey) -> str:
+        payload = {"v": 1, "kind": "key_vouch", "terminal": self.terminal, "new_key_id": self.new_key_id,
+                   "chain": self.chain, "previous_chain": self.previous_chain, "last_seq": self.last_seq,
+                   "at": format_time(self.at)}  # fmt: skip
+        return envelope.sign(payload, old_key, KEY_VOUCH_TYP).decode("ascii")
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> tuple[KeyVouch, envelope.Envelope]:
+        env = envelope.parse(raw, expected_typ=KEY_VOUCH_TYP)
+        p = env.payload
+        if p.get("v") not in SUPPORTED_VERSIONS or p.get("kind") != "key_vouch":
+            raise UnsupportedVersion("not a v1 key vouch", "unsupported_version")
+        ints = [p.get(k) for k in ("chain", "previous_chain", "last_seq")]
+        if not all(_strict_int(i) for i in ints) or not isinstance(p.get("new_key_id"), str):
+            raise MalformedMessage("key vouch needs integer chain/previous_chain/last_seq and new_key_id", "bad_vouch")
+        chain, previous, last = (int(i) for i in ints)  # type: ignore[arg-type]
+        if not (0 < previous < chain) or last < 0:
+            raise MalformedMessage("key vouch: previous_chain must precede chain", "bad_vouch")
+        vouch = cls(check_national_id(p.get("terminal"), "terminal"), str(p["new_key_id"]), chain, previous, last,
+                    parse_time(p.get("at")))  # fmt: skip
+        return vouch, env
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentRequest:
+    """What a terminal sends once, with the operator's one-time token, to be registered (HTTP, not MQTT).
+
+    Signed by the terminal's new signing key (proof that it holds it); ``csr`` is a PEM certificate request for
+    the terminal's MQTT client certificate, self-signed by its TLS key, naming ``CN=<terminal>``.
+    Payload ``{"v":1, "kind":"enrol", "terminal", "token", "public_key", "csr", "at"}``.
+    """
+
+    terminal: str
+    token: str
+    public_key: str
+    csr: str
+    at: datetime
+
+    def sign(self, signing_key: envelope.PrivateKey) -> bytes:
+        payload = {"v": 1, "kind": "enrol", "terminal": self.terminal, "token": self.token,
+                   "public_key": self.public_key, "csr": self.csr, "at": format_time(self.at)}  # fmt: skip
+        return envelope.sign(payload, signing_key, ENROL_TYP)
+
+    @classmethod
+    def parse_and_verify(cls, raw: str | bytes) -> EnrolmentRequest:
+        """Parse, and verify the signature with the public key the request carries."""
+        env = envelope.parse(raw, expected_typ=ENROL_TYP)
+        p = env.payload
+        if p.get("v") not in SUPPORTED_VERSIONS or p.get("kind") != "enrol":
+            raise UnsupportedVersion("not a v1 enrolment request", "unsupported_version")
+        fields = [p.get(k) for k in ("token", "public_key", "csr")]
+        if not all(isinstance(f, str) and f for f in fields):
+            raise MalformedMessage("enrolment request needs token, public_key and csr", "bad_enrolment")
+        request = cls(check_national_id(p.get("terminal"), "terminal"), str(p["token"]), str(p["public_key"]),
+                      str(p["csr"]), parse_time(p.get("at")))  # fmt: skip
+        key = envelope.public_key_from_pem(request.public_key)
+        if env.kid != envelope.key_id(key):
+            raise MalformedMessage("the request is not signed by the key it registers", "bad_enrolment")
+        envelope.verify(env, key)
+        return request

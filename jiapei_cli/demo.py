@@ -1,9 +1,11 @@
 """``jiapei demo``: the whole system on this machine — broker, server, exam simulator, a fleet of simulated cars.
 
-Every part runs as its own process, as in production: a Mosquitto broker with its own config, ``jiapei server``
-(SQLite), ``jiapei sim exam``, ``jiapei sim fleet`` (GNSS and OBD-II on pseudo-terminals, cameras over HTTP) and one
-``jiapei agent run`` per car. The demo plays the school's office (enrols people, registers each terminal's public key)
-and the people in the cars (coach and student sign in by face, train, sign out). Ctrl-C stops everything;
+Every part runs as its own process, as in production: a Mosquitto broker with the project's TLS config (a throwaway
+CA made by ``jiapei pki init``, client certificates, per-terminal ACL), ``jiapei server`` (SQLite), ``jiapei sim
+exam``, ``jiapei sim fleet`` (GNSS and OBD-II on pseudo-terminals, cameras over HTTP) and one ``jiapei agent run`` per
+car. The demo plays the school's office (enrols people, issues each car a one-time token with which its terminal
+enrols itself: ``jiapei agent enrol``) and the people in the cars (coach and student sign in by face, train, sign
+out). Ctrl-C stops everything;
 ``--duration S`` stops after S seconds and exits 0 only if the pipeline worked end to end.
 """
 
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from server.broker import init_pki, render_mosquitto_conf
 
 log = logging.getLogger("demo")
 
@@ -64,21 +68,6 @@ def find_mosquitto() -> str:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise SystemExit("jiapei demo: the Mosquitto broker is not installed: sudo apt-get install mosquitto")
-
-
-def mosquitto_config(port: int, data_dir: Path) -> str:
-    lines = [
-        "# jiapei demo broker: loopback only, no TLS (deploy/ holds the TLS + per-terminal ACL config)",
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
-        "persistence true",
-        f"persistence_location {data_dir}/",
-        f"log_dest file {data_dir / 'mosquitto.log'}",
-        "max_queued_messages 100000",
-    ]
-    if os.geteuid() == 0:
-        lines.append("user root")  # otherwise it drops to 'mosquitto', which cannot write our data dir
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -134,8 +123,11 @@ class Demo:
         self.mqtt_port, self.exam_port = free_port(), free_port()
         self.api_port = a.api_port or free_port()
         broker_dir = self.dir / "broker"
-        broker_dir.mkdir()
-        (broker_dir / "mosquitto.conf").write_text(mosquitto_config(self.mqtt_port, broker_dir))
+        self.pki_dir = self.dir / "pki"
+        init_pki(self.pki_dir, broker_dir, ["127.0.0.1", "localhost"])
+        conf = render_mosquitto_conf(port=self.mqtt_port, bind="127.0.0.1", pki_dir=self.pki_dir,
+                                     broker_dir=broker_dir, persistence=True, run_as_root=os.geteuid() == 0)
+        (broker_dir / "mosquitto.conf").write_text(conf + f"log_dest file {broker_dir / 'mosquitto.log'}\n")
         broker = self.spawn("broker", [find_mosquitto(), "-c", str(broker_dir / "mosquitto.conf")])
         wait_port(self.mqtt_port, 10, broker, "mosquitto")
         exam = self.jiapei("exam", "sim", "exam", "--port", str(self.exam_port), "--state-dir", str(self.dir / "exam"))
@@ -145,6 +137,8 @@ class Demo:
             "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port),
             "--exam-url", f"http://127.0.0.1:{self.exam_port}", "--policy", a.policy,
             "--api-host", "127.0.0.1", "--api-port", str(self.api_port), "--resend-grace-seconds", "10",
+            "--pki-dir", str(self.pki_dir), "--broker-dir", str(broker_dir),
+            "--broker-pid-file", str(broker_dir / "mosquitto.pid"),
         )  # fmt: skip
         wait_port(self.api_port, STARTUP_TIMEOUT_S, server, "server")
         fleet_file = self.dir / "fleet.json"
@@ -191,18 +185,22 @@ class Demo:
     def start_agent(self, i: int, car: dict[str, Any]) -> None:
         terminal = f"37100000000000{i + 1:02d}"
         data = self.dir / car["name"]
-        subprocess.run([sys.executable, "-m", "jiapei_cli.main", "agent", "init", "--data-dir", str(data)],
-                       check=True, capture_output=True)  # fmt: skip
-        public_key = (data / "signing_key.pub.pem").read_text()  # the private key never leaves the car's dir
-        with self.admin() as api:
-            _ok(api.post("/terminals", json={"id": terminal, "car_plate": f"鲁L{i + 1:04d}学", "school": SCHOOL[0],
-                                             "public_key": public_key}))  # fmt: skip
+        with self.admin() as api:  # the office: a one-time token for this car
+            body = {"terminal": terminal, "car_plate": f"鲁L{i + 1:04d}学", "school": SCHOOL[0], "ttl_minutes": 30}
+            token = _ok(api.post("/enrolments", json=body)).json()["token"]
+        # The car: keys made on the terminal, never leaving it; the token by environment, not on a command line.
+        enrolment = subprocess.run(
+            [sys.executable, "-m", "jiapei_cli.main", "agent", "enrol", "--data-dir", str(data), "--terminal",
+             terminal, "--server", f"http://127.0.0.1:{self.api_port}"],
+            capture_output=True, text=True, env={**os.environ, "JIAPEI_ENROL_TOKEN": token}, check=False,
+        )  # fmt: skip
+        if enrolment.returncode != 0:
+            raise RuntimeError(f"terminal {terminal} could not enrol: {enrolment.stderr.strip()[-500:]}")
         web_port = free_port()
         proc = self.jiapei(
             f"agent-{car['name']}", "agent", "run", "--data-dir", str(data), "--terminal", terminal,
             "--gps", car["gps"], "--vehicle", car["vehicle"], "--camera", car["camera"],
-            "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port), "--web-port", str(web_port),
-            "--recheck-minutes", "15",
+            "--web-port", str(web_port), "--recheck-minutes", "15",
         )  # fmt: skip
         wait_port(web_port, STARTUP_TIMEOUT_S, proc, f"agent of {car['name']}")
         coach_id = f"3711020000000{2}{i + 1:02d}"
@@ -335,7 +333,7 @@ jiapei demo is running — simulated time at {self.args.factor:g}x from {_beijin
   server API      http://127.0.0.1:{self.api_port}/api   (docs: http://127.0.0.1:{self.api_port}/docs)
   metrics         http://127.0.0.1:{self.api_port}/metrics
   exam system     http://127.0.0.1:{self.exam_port}/docs
-  MQTT broker     127.0.0.1:{self.mqtt_port}
+  MQTT broker     127.0.0.1:{self.mqtt_port} (TLS, client certificates; CA in {self.pki_dir})
   data and logs   {self.dir}""")
         for car in self.cars:
             print(f"  {car['name']} coach screen  {car['web']}/   terminal {car['terminal']} ({car['route']})")

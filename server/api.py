@@ -1,7 +1,8 @@
 """The operator API (FastAPI): terminals, people, sessions, minutes with verdicts, hours, alarms, stage reviews.
 
 Built by :func:`create_app` from settings and (optionally) a session factory; nothing is created at import time.
-Reads are open; writes need ``Authorization: Bearer <JIAPEI_ADMIN_TOKEN>``. Bad requests get 4xx with a reason.
+Reads are open; writes need ``Authorization: Bearer <JIAPEI_ADMIN_TOKEN>`` (wrong tokens are rate-limited per
+address). Terminals enrol through :mod:`server.api_trust`. Bad requests get 4xx with a reason.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from firmware_protocols import envelope
 from firmware_protocols.errors import ProtocolError
 from firmware_protocols.identifiers import CLASS_CODES, check_national_id
+from server.api_trust import Trust
+from server.api_trust import register as register_trust
 from server.clock import utcnow
 from server.db import SessionFactory, make_engine, make_session_factory
 from server.hours import progress
 from server.models import (
     REVIEW_PENDING,
-    TERMINAL_ACTIVE,
     Alarm,
     Coach,
     HourTotal,
@@ -43,6 +44,7 @@ from server.models import (
 from server.policy import Policy
 from server.settings import Settings
 from server.validation.reasons import REASONS
+from webguard import RateLimiter, SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,21 @@ def get_db(request: Request) -> Iterator[Session]:
 DB = Annotated[Session, Depends(get_db)]
 
 
+#: Wrong admin tokens per client address (10 per 5 minutes) before it must wait: guessing is slow.
+ADMIN_FAILURE_LIMIT = (10, 300.0)
+
+
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     token: str | None = request.app.state.settings.admin_token
+    limiter: RateLimiter = request.app.state.admin_failures
+    who = request.client.host if request.client else "unknown"
+    wait = limiter.blocked(who)
+    if wait:
+        raise HTTPException(429, "too many failed admin logins; try later", headers={"Retry-After": str(int(wait) + 1)})
     given = authorization.removeprefix("Bearer ").strip() if authorization else ""
     if not token or not authorization or not hmac.compare_digest(given.encode(), token.encode()):
+        if authorization:  # a missing header is a client that does not know; a wrong one is a guess
+            limiter.hit(who)
         raise HTTPException(401, "admin bearer token required", headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -89,13 +102,6 @@ class SchoolPublic(SchoolCreate):
     pass
 
 
-class TerminalCreate(BaseModel):
-    id: str = Field(min_length=16, max_length=16)
-    car_plate: str = Field(min_length=1, max_length=32)
-    school: str
-    public_key: str = Field(min_length=1, max_length=8000)
-
-
 class TerminalPublic(BaseModel):
     id: str
     car_plate: str
@@ -104,6 +110,8 @@ class TerminalPublic(BaseModel):
     status: str
     registered_at: datetime
     last_seen_at: datetime | None
+    revoked_at: datetime | None = None
+    revoke_reason: str | None = None
 
 
 class PersonBase(BaseModel):
@@ -235,6 +243,8 @@ def _terminal_public(t: Terminal) -> TerminalPublic:
         status=t.status,
         registered_at=t.registered_at,
         last_seen_at=t.last_seen_at,
+        revoked_at=t.revoked_at,
+        revoke_reason=t.revoke_reason,
     )
 
 
@@ -405,33 +415,6 @@ def create_school(body: SchoolCreate, db: DB, _: Admin) -> SchoolPublic:
     return SchoolPublic(id=body.id, name=body.name)
 
 
-@write.post("/terminals", status_code=201)
-def create_terminal(body: TerminalCreate, request: Request, db: DB, _: Admin) -> TerminalPublic:
-    _check_id(body.id, "terminal")
-    _school_exists(db, body.school)
-    try:
-        key = envelope.public_key_from_pem(body.public_key)
-    except ProtocolError as exc:
-        raise HTTPException(422, f"public_key: {exc}") from exc
-    existing = db.get(Terminal, body.id)
-    if existing is not None:
-        raise HTTPException(409, "terminal exists (re-registration with a new key is a separate, audited step)")
-    t = Terminal(
-        id=body.id,
-        car_plate=body.car_plate,
-        school_id=body.school,
-        public_key=envelope.public_key_to_pem(key),
-        key_id=envelope.key_id(key),
-        status=TERMINAL_ACTIVE,
-        registered_at=utcnow(),
-        last_seen_at=None,
-    )
-    db.add(t)
-    db.commit()
-    _people_changed(request, body.school)
-    return _terminal_public(t)
-
-
 @write.post("/coaches", status_code=201)
 def create_coach(body: CoachCreate, request: Request, db: DB, _: Admin) -> PersonPublic:
     _check_id(body.id, "coach")
@@ -526,6 +509,7 @@ def create_app(
     session_factory: SessionFactory | None = None,
     policy: Policy | None = None,
     on_people_change: PeopleChanged | None = None,
+    trust: Trust | None = None,
 ) -> FastAPI:
     """The API app. Without ``session_factory`` an engine is made from ``settings.database_url`` (here, not at
     import); without ``policy`` the one named by ``settings.policy`` is loaded."""
@@ -540,8 +524,12 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.policy = policy
     app.state.on_people_change = on_people_change
+    app.state.trust = trust
+    app.state.admin_failures = RateLimiter(*ADMIN_FAILURE_LIMIT)
     app.include_router(read)
     app.include_router(write)
+    app.include_router(register_trust(Depends(require_admin)))
+    app.add_middleware(SecurityHeaders)
     app.add_api_route("/metrics", metrics, methods=["GET"], response_class=PlainTextResponse)
     app.add_exception_handler(IntegrityError, _conflict)
     return app

@@ -9,15 +9,20 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from server.clock import utcnow
 from server.policy import Policy, load_builtin_policy, load_policy
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.api_trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ def run_server(
     ingestor = Ingestor(
         sf, utcnow, resend_grace=timedelta(seconds=settings.resend_grace_seconds), after_commit=ledger.after_ingest
     )
+    trust, tls = load_trust(settings)
     consumer = IngestConsumer(
         ingestor,
         sf,
@@ -59,8 +65,13 @@ def run_server(
         settings.mqtt_port,
         client_id=settings.mqtt_client_id,
         resend_check_seconds=settings.resend_check_seconds,
+        tls=tls,
     )
     consumer.start()
+    if trust is not None:
+        from server.api_trust import sync_broker
+
+        sync_broker(sf, trust)  # a revocation whose broker step was cut short by a crash is finished here
     threads: list[threading.Thread] = []
     exam = ExamClient(settings.exam_url)
     if forwarder:
@@ -68,7 +79,8 @@ def run_server(
         threads.append(threading.Thread(target=fw.run, args=(stop,), name="forwarder", daemon=True))
     server: uvicorn.Server | None = None
     if api:
-        app = create_app(settings, session_factory=sf, policy=policy, on_people_change=consumer.publish_school_rosters)
+        app = create_app(settings, session_factory=sf, policy=policy, on_people_change=consumer.publish_school_rosters,
+                         trust=trust)  # fmt: skip
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="info")
         server = uvicorn.Server(config)
         # uvicorn installs no signal handlers outside the main thread: SIGINT/SIGTERM are ours (below).
@@ -100,6 +112,34 @@ def run_server(
     log.info("jiapei server stopped")
 
 
+def load_trust(settings: Settings) -> tuple[Trust | None, ssl.SSLContext | None]:
+    """The CA, broker control and TLS context from ``settings.pki_dir`` (None, None: plain MQTT, no provisioning)."""
+    if not settings.pki_dir:
+        log.warning("no JIAPEI_PKI_DIR: plain MQTT to the broker and no terminal provisioning (development only)")
+        return None, None
+    from server.api_trust import Trust
+    from server.broker import BrokerControl, tls_context
+    from server.pki import CertificateAuthority
+
+    pki = Path(settings.pki_dir)
+    worker = settings.mqtt_client_id
+    for f in (pki / "ca.key", pki / f"{worker}.key"):
+        if not f.exists():
+            raise TrustConfigError(f"{f} is missing: run `jiapei pki init --dir {pki}` (and `jiapei pki worker`)")
+    ca = CertificateAuthority.load(pki)
+    tls = tls_context(pki / "ca.crt", pki / f"{worker}.crt", pki / f"{worker}.key")
+    pid = Path(settings.broker_pid_file) if settings.broker_pid_file else None
+    broker = BrokerControl(ca, Path(settings.broker_dir or pki), pid_file=pid, mqtt_host=settings.mqtt_host,
+                           mqtt_port=settings.mqtt_port)  # fmt: skip
+    trust = Trust(ca, broker, settings.mqtt_public_host or settings.mqtt_host,
+                  settings.mqtt_public_port or settings.mqtt_port)  # fmt: skip
+    return trust, tls
+
+
+class TrustConfigError(RuntimeError):
+    """The PKI directory is incomplete or unsafe."""
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -117,6 +157,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--api-host")
     p.add_argument("--api-port", type=int)
     p.add_argument("--resend-grace-seconds", type=float)
+    p.add_argument("--pki-dir", help="CA + server certificate directory (`jiapei pki init`): TLS and provisioning")
+    p.add_argument("--broker-dir", help="where the broker's ACL lives (default: the PKI directory)")
+    p.add_argument("--broker-pid-file", help="Mosquitto's pid file: SIGHUP after a revocation")
+    p.add_argument("--mqtt-client-id", help="this worker's identity (its certificate's CN), default jiapei-server-1")
     p.add_argument("--no-api", action="store_true", help="ingest and forward only")
     p.add_argument("--no-forwarder", action="store_true")
     p.add_argument("--migrate-only", action="store_true", help="bring the database schema up to date and exit")
@@ -148,5 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except PolicyError as exc:
         log.error("training policy unusable: %s", exc)
+        return 1
+    except (TrustConfigError, PermissionError, ssl.SSLError) as exc:
+        log.error("trust set-up unusable: %s", exc)
         return 1
     return 0

@@ -23,13 +23,24 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from firmware_protocols import envelope, topics
-from firmware_protocols.errors import ProtocolError
+from firmware_protocols.errors import BadSignature, ProtocolError
 from firmware_protocols.identifiers import CourseCode
-from firmware_protocols.messages import Ack, AckResult, AckStatus, Command, LostNotice, RecordBatch
+from firmware_protocols.messages import Ack, AckResult, AckStatus, Command, KeyVouch, LostNotice, RecordBatch
 from firmware_protocols.records import Record, RecordKind, parse_record, record_hash
 from server.clock import Clock
 from server.db import SessionFactory
-from server.models import TERMINAL_ACTIVE, Alarm, Chain, Minute, RawRecord, Rejection, Terminal, TrainingSession
+from server.models import (
+    TERMINAL_ACTIVE,
+    TERMINAL_REVOKED,
+    Alarm,
+    Chain,
+    Minute,
+    RawRecord,
+    Rejection,
+    Terminal,
+    TerminalKey,
+    TrainingSession,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +60,24 @@ ALARM_LOST_RECORDS = "lost_records"
 ALARM_NEW_CHAIN = "new_chain"
 ALARM_GENESIS_KEY = "genesis_key_mismatch"
 ALARM_DUPLICATE_RECORD_NO = "duplicate_record_no"
+ALARM_REVOKED_TERMINAL = "revoked_terminal"
+ALARM_KEY_ROTATION = "key_rotation"
+ALARM_BAD_VOUCH = "bad_key_vouch"
+ALARM_CHAIN_CLOSED = "chain_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class KnownKey:
+    key_id: str
+    from_chain: int
+    key: envelope.PublicKey
 
 
 @dataclass(frozen=True, slots=True)
 class RecordOutcome:
-    """What ingest did with one record of a batch."""
+    """What ingest did with one record of a batch (``result`` None: not answered yet, the terminal sends it again)."""
 
-    result: AckResult
+    result: AckResult | None
     kind: str | None = None
     alarm: str | None = None
 
@@ -83,7 +105,7 @@ class Ingestor:
         self._clock = clock
         self.resend_grace = resend_grace
         self._after_commit = after_commit
-        self._keys: dict[str, envelope.PublicKey] = {}
+        self._keys: dict[str, list[KnownKey]] = {}  # terminal → its keys, oldest first (keys are only ever added)
 
     # ------------------------------------------------------------------ dispatch
     def handle_message(self, topic: str, payload: bytes) -> Ack | None:
@@ -127,7 +149,7 @@ class Ingestor:
                 if attempt == MAX_TX_ATTEMPTS:
                     raise
                 log.info("batch %s of %s retried after %s", batch.batch, topic_terminal, type(exc).__name__)
-        ack = Ack(batch.batch, tuple(o.result for o in outcomes))
+        ack = Ack(batch.batch, tuple(o.result for o in outcomes if o.result is not None))
         if ctx.sessions and self._after_commit is not None:
             try:
                 self._after_commit(ctx.sessions)
@@ -155,15 +177,26 @@ class Ingestor:
         if rec.terminal != topic_terminal:
             return reject("terminal_mismatch", ALARM_FOREIGN_PUBLISH, claims=rec.terminal)
         terminal = s.get(Terminal, topic_terminal)
-        if terminal is None or terminal.status != TERMINAL_ACTIVE:
-            return reject(
-                "unknown_terminal", ALARM_UNKNOWN_TERMINAL, status=None if terminal is None else terminal.status
-            )
-        try:
-            key = self._key_of(terminal)
-            envelope.verify(rec.envelope, key)
-        except ProtocolError as exc:
-            return reject(exc.reason, ALARM_BAD_SIGNATURE, error=str(exc))
+        if terminal is None:
+            return reject("unknown_terminal", ALARM_UNKNOWN_TERMINAL, status=None)
+        if terminal.status == TERMINAL_REVOKED:
+            return reject("terminal_revoked", ALARM_REVOKED_TERMINAL, revoked_at=str(terminal.revoked_at))
+        if terminal.status != TERMINAL_ACTIVE:
+            return reject("unknown_terminal", ALARM_UNKNOWN_TERMINAL, status=terminal.status)
+        rotation = rec.kind is RecordKind.GENESIS and rec.body.get("reason") == "key_rotation"
+        if rotation:
+            refused = self._check_rotation(s, terminal, rec)
+            if refused is not None:
+                return reject(refused[0], refused[1], error=refused[2])
+        else:
+            key = self._key_for(s, terminal, rec.chain, rec.envelope.kid)
+            if key is None:  # signed by a key the server does not know (yet): its rotation genesis may be on its way
+                self._count("key_not_known_yet")
+                return RecordOutcome(None, str(rec.kind))
+            try:
+                envelope.verify(rec.envelope, key)
+            except ProtocolError as exc:
+                return reject(exc.reason, ALARM_BAD_SIGNATURE, error=str(exc))
 
         existing = _raw_at(s, topic_terminal, rec.chain, rec.seq)
         if existing is not None:
@@ -171,13 +204,16 @@ class Ingestor:
                 return RecordOutcome(AckResult(rec.chain, rec.seq, h, AckStatus.DUPLICATE), str(rec.kind))
             return reject("fork", ALARM_FORK, stored_hash=existing.hash)
 
-        if rec.kind is RecordKind.GENESIS:
+        if rec.kind is RecordKind.GENESIS and not rotation:
             try:
                 body_key = envelope.key_id(envelope.public_key_from_pem(str(rec.body["public_key"])))
             except ProtocolError:
                 body_key = None
-            if body_key != terminal.key_id:
+            if body_key != rec.envelope.kid:
                 return reject("genesis_key_mismatch", ALARM_GENESIS_KEY, genesis_key_id=body_key)
+        closed = s.get(Chain, (terminal.id, rec.chain))
+        if closed is not None and closed.closed_after_seq is not None and rec.seq > closed.closed_after_seq:
+            return reject("chain_closed", ALARM_CHAIN_CLOSED, closed_after_seq=closed.closed_after_seq)
 
         before = _raw_at(s, topic_terminal, rec.chain, rec.seq - 1) if rec.seq > 0 else None
         if before is not None and before.hash != rec.prev:
@@ -212,6 +248,8 @@ class Ingestor:
             )
         )
         s.flush()
+        if rotation:
+            self._adopt_rotated_key(s, terminal, rec, now)
         self._advance_chain(s, terminal, rec, h, now)
         self._derive(s, rec, ctx)
         terminal.last_seen_at = now
@@ -231,12 +269,67 @@ class Ingestor:
         _bump(s, reason)
         return RecordOutcome(AckResult(chain, seq, h, AckStatus.REJECTED, reason), kind, alarm)
 
-    def _key_of(self, terminal: Terminal) -> envelope.PublicKey:
-        key = self._keys.get(terminal.key_id)
-        if key is None:
-            key = envelope.public_key_from_pem(terminal.public_key)
-            self._keys[terminal.key_id] = key
-        return key
+    # ------------------------------------------------------------------ keys
+    def _known_keys(self, s: Session, terminal_id: str, refresh: bool = False) -> list[KnownKey]:
+        keys = self._keys.get(terminal_id)
+        if keys is None or refresh:
+            rows = s.scalars(
+                select(TerminalKey).where(TerminalKey.terminal_id == terminal_id).order_by(TerminalKey.from_chain)
+            )
+            keys = [KnownKey(r.key_id, r.from_chain, envelope.public_key_from_pem(r.public_key)) for r in rows]
+            self._keys[terminal_id] = keys
+        return keys
+
+    def _key_for(self, s: Session, terminal: Terminal, chain: int, kid: str) -> envelope.PublicKey | None:
+        """The key that signs ``chain``: the newest key whose first chain is ≤ it. None when ``kid`` is a key the
+        server does not know, for a chain past every known key's first chain (a rotation not seen yet)."""
+        keys = self._known_keys(s, terminal.id)
+        if all(k.key_id != kid for k in keys):
+            keys = self._known_keys(s, terminal.id, refresh=True)
+        if not keys:  # registered before keys were kept: its one key
+            return envelope.public_key_from_pem(terminal.public_key)
+        if chain > keys[-1].from_chain and all(k.key_id != kid for k in keys):
+            return None
+        valid = [k for k in keys if k.from_chain <= chain] or keys[:1]
+        return valid[-1].key  # a mismatching kid is refused by verify() with reason unknown_key
+
+    def _check_rotation(self, s: Session, terminal: Terminal, rec: Record) -> tuple[str, str, str] | None:
+        """A key-rotation genesis: signed by the new key it carries, vouched for by the key of the previous chain."""
+        try:
+            new_key = envelope.public_key_from_pem(str(rec.body["public_key"]))
+            envelope.verify(rec.envelope, new_key)
+        except ProtocolError as exc:
+            return exc.reason, ALARM_BAD_SIGNATURE, str(exc)
+        try:
+            vouch, vouch_env = KeyVouch.parse(str(rec.body.get("vouch", "")))
+        except ProtocolError as exc:
+            return "bad_vouch", ALARM_BAD_VOUCH, str(exc)
+        if (vouch.terminal, vouch.chain, vouch.new_key_id) != (terminal.id, rec.chain, envelope.key_id(new_key)):
+            return "bad_vouch", ALARM_BAD_VOUCH, "the vouch names another terminal, chain or key"
+        old = [k for k in self._known_keys(s, terminal.id, refresh=True) if k.from_chain <= vouch.previous_chain]
+        if not old or old[-1].key_id != vouch_env.kid:
+            return "bad_vouch", ALARM_BAD_VOUCH, "the vouch is not signed by the key of the previous chain"
+        try:
+            envelope.verify(vouch_env, old[-1].key)
+        except ProtocolError as exc:
+            return "bad_vouch", ALARM_BAD_VOUCH, str(exc)
+        return None
+
+    def _adopt_rotated_key(self, s: Session, terminal: Terminal, rec: Record, now: datetime) -> None:
+        vouch, _ = KeyVouch.parse(str(rec.body["vouch"]))
+        pem = envelope.public_key_to_pem(envelope.public_key_from_pem(str(rec.body["public_key"])))
+        if s.scalar(select(TerminalKey).where(TerminalKey.terminal_id == terminal.id,
+                                              TerminalKey.key_id == vouch.new_key_id)) is None:  # fmt: skip
+            s.add(TerminalKey(terminal_id=terminal.id, key_id=vouch.new_key_id, public_key=pem, from_chain=rec.chain,
+                              added_at=now, vouch=str(rec.body["vouch"])))  # fmt: skip
+        if rec.chain >= max((k.from_chain for k in self._known_keys(s, terminal.id)), default=0):
+            terminal.public_key, terminal.key_id = pem, vouch.new_key_id
+        previous = _chain_row(s, terminal, vouch.previous_chain)
+        previous.closed_after_seq = vouch.last_seq
+        self._keys.pop(terminal.id, None)
+        self._alarm(s, terminal.id, ALARM_KEY_ROTATION, {"chain": rec.chain, "new_key_id": vouch.new_key_id,
+                                                        "previous_chain": vouch.previous_chain,
+                                                        "last_seq": vouch.last_seq})  # fmt: skip
 
     # ------------------------------------------------------------------ chains
     def _advance_chain(self, s: Session, terminal: Terminal, rec: Record, h: str, now: datetime) -> None:
@@ -296,7 +389,10 @@ class Ingestor:
                 self._alarm(s, notice.terminal, ALARM_UNKNOWN_TERMINAL, {"notice": "lost"})
                 return False
             try:
-                envelope.verify(env, self._key_of(terminal))
+                key = self._key_for(s, terminal, notice.chain, env.kid)
+                if key is None:
+                    raise BadSignature("notice signed by an unknown key", "unknown_key")
+                envelope.verify(env, key)
             except ProtocolError as exc:
                 _bump(s, exc.reason)
                 self._alarm(s, terminal.id, ALARM_BAD_SIGNATURE, {"notice": "lost", "error": str(exc)})

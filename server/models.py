@@ -84,6 +84,49 @@ class Terminal(Base):
     status: Mapped[str] = mapped_column(String(16), default=TERMINAL_ACTIVE)
     registered_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]  # records received from this moment on are refused
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class TerminalKey(Base):
+    """Every signing key a terminal has had, and the first chain it signs: old records stay verifiable forever."""
+
+    __tablename__ = "terminal_keys"
+    __table_args__ = (UniqueConstraint("terminal_id", "key_id", name="uq_terminal_keys_terminal_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[str] = mapped_column(Text)
+    from_chain: Mapped[int]
+    added_at: Mapped[datetime]
+    vouch: Mapped[str | None] = mapped_column(Text)  # the old key's signed statement for a rotated key
+
+
+class TerminalCertificate(Base):
+    """An MQTT client certificate issued to a terminal by the project's CA (serial as lower-case hex)."""
+
+    __tablename__ = "terminal_certificates"
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"), index=True)
+    pem: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime]
+    not_after: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class EnrolmentToken(Base):
+    """A one-time token an operator issues for one car; only its SHA-256 is kept."""
+
+    __tablename__ = "enrolment_tokens"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    terminal_id: Mapped[str] = mapped_column(String(16), index=True)
+    car_plate: Mapped[str] = mapped_column(String(32))
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_key_id: Mapped[str | None] = mapped_column(String(16))
+    certificate_serial: Mapped[str | None] = mapped_column(String(40))
 
 
 class Coach(Base):
@@ -139,6 +182,7 @@ class Chain(Base):
     gap_since: Mapped[datetime | None]  # set while a stored record has a missing (and not declared lost) one below it
     last_resend_at: Mapped[datetime | None]
     lost_ranges: Mapped[list[Any]]  # [[from_seq, to_seq], …] declared lost by a signed notice
+    closed_after_seq: Mapped[int | None]  # a key rotation ended this chain here: later seqs are refused
 
 
 class TrainingSession(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,7 @@ class IngestConsumer:
         client_id: str = "jiapei-server-1",
         clock: Clock = utcnow,
         resend_check_seconds: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ingestor = ingestor
         self._sf = session_factory
@@ -65,6 +67,8 @@ class IngestConsumer:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._client.reconnect_delay_set(RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -102,7 +106,7 @@ class IngestConsumer:
         while not self._stop.is_set():
             try:
                 self._client.connect(self.host, self.port, KEEPALIVE_SECONDS, clean_start=False, properties=props)
-            except OSError as exc:
+            except (OSError, ssl.SSLError) as exc:
                 if not logged:
                     log.error(
                         "MQTT broker not reachable at %s:%s (%s); retrying with backoff up to %ss",

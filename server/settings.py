@@ -19,3 +19,11 @@ class Settings(BaseSettings):
     api_port: int = 8080
     resend_grace_seconds: float = 30.0
     resend_check_seconds: float = 5.0
+    # Trust (issue 8). With pki_dir set the server talks TLS to the broker with its client certificate
+    # ``<mqtt_client_id>.crt`` from that directory, issues terminals' certificates from its CA and keeps the
+    # broker's CRL and ACL (in broker_dir, default pki_dir) in step with revocations.
+    pki_dir: str | None = None
+    broker_dir: str | None = None
+    broker_pid_file: str | None = None  # SIGHUP goes there after a revocation; else reload the broker yourself
+    mqtt_public_host: str | None = None  # what terminals are told to connect to (default: mqtt_host)
+    mqtt_public_port: int | None = None

@@ -7,8 +7,10 @@ Reusable by every suite: ``free_port``, ``mosquitto`` (a started broker: ``.host
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -49,12 +51,62 @@ def free_port() -> int:
     return free_port_number()
 
 
+class TestPki:
+    """A throwaway CA for one test (``jiapei pki init`` in ``directory``) that issues client certificates on demand."""
+
+    __test__ = False
+
+    def __init__(self, directory: Path) -> None:
+        from server.broker import init_pki
+        from server.pki import CertificateAuthority
+
+        self.dir = directory
+        if (directory / "ca.key").exists():
+            self.ca = CertificateAuthority.load(directory)
+        else:
+            self.ca = init_pki(directory, directory, ["127.0.0.1", "localhost"])
+
+    def tls(self, identity: str, **issue: Any) -> dict[str, str]:
+        """Files of a client certificate for ``identity`` (CN): ``{"ca", "cert", "key"}`` as RecordSync takes them."""
+        from server.pki import key_pem, new_tls_key, write_private, write_public
+
+        stem = self.dir / "clients" / f"{identity}-{uuid.uuid4().hex[:6]}"
+        key = new_tls_key()
+        issued = self.ca.issue_client(identity, key.public_key(), **issue)
+        write_private(stem.with_suffix(".key"), key_pem(key))
+        write_public(stem.with_suffix(".crt"), issued.pem)
+        self.last_serial = issued.serial
+        cert, key_file = stem.with_suffix(".crt"), stem.with_suffix(".key")
+        return {"ca": str(self.ca.cert_file), "cert": str(cert), "key": str(key_file)}
+
+    def context(self, identity: str = "jiapei-server-1") -> ssl.SSLContext:
+        from server.broker import tls_context
+
+        files = self.tls(identity)
+        return tls_context(files["ca"], files["cert"], files["key"])
+
+
+def pki_at(tmp_path: Path) -> TestPki:
+    return TestPki(tmp_path / "pki")
+
+
 @dataclass
 class Broker:
     host: str
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    pki: TestPki
+
+    def tls(self, identity: str, **issue: Any) -> dict[str, str]:
+        return self.pki.tls(identity, **issue)
+
+    def context(self, identity: str = "jiapei-server-1") -> ssl.SSLContext:
+        return self.pki.context(identity)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.pki.dir / f"mosquitto-{self.port}.pid"
 
 
 def _wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -70,16 +122,23 @@ def _wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[
     raise TimeoutError(f"mosquitto did not listen on {host}:{port} within {timeout}s")
 
 
-def start_mosquitto(tmp_path: Path, port: int | None = None) -> Broker:
+def start_mosquitto(tmp_path: Path, port: int | None = None, *, persistence: bool = False) -> Broker:
+    """A real Mosquitto with the project's TLS config (server.broker): client certificates from a throwaway CA
+    (``tmp_path/pki``, kept across restarts in one test), identity from the certificate, the per-terminal ACL."""
+    from server.broker import render_mosquitto_conf
+
     if not Path(MOSQUITTO).exists() and shutil.which("mosquitto") is None:
         pytest.skip("mosquitto is not installed")
     port = port or free_port_number()
+    pki = pki_at(tmp_path)
     conf = tmp_path / f"mosquitto-{port}.conf"
     log = tmp_path / f"mosquitto-{port}.log"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n")
+    text = render_mosquitto_conf(port=port, bind="127.0.0.1", pki_dir=pki.dir, broker_dir=pki.dir,
+                                 persistence=persistence, run_as_root=os.geteuid() == 0)  # fmt: skip
+    conf.write_text(text.replace(f"pid_file {pki.dir / 'mosquitto.pid'}", f"pid_file {pki.dir}/mosquitto-{port}.pid"))
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
     _wait_for_port("127.0.0.1", port, 10.0, proc)
-    return Broker("127.0.0.1", port, proc, log)
+    return Broker("127.0.0.1", port, proc, log, pki)
 
 
 @pytest.fixture
@@ -194,6 +253,18 @@ class TestTerminal:
         return LostNotice(self.id, self.chain, from_seq, to_seq, reason, at).sign(self.key)
 
 
+def enrolment_request(terminal: TestTerminal, token: str, *, cn: str | None = None,
+                      at: datetime | None = None) -> tuple[str, Any]:  # fmt: skip
+    """What ``jiapei agent enrol`` sends for this terminal: (signed request, the TLS key its CSR holds)."""
+    from firmware_protocols.messages import EnrolmentRequest
+    from server.pki import make_csr, new_tls_key
+
+    tls_key = new_tls_key()
+    request = EnrolmentRequest(terminal.id, token, terminal.public_pem, make_csr(tls_key, cn or terminal.id).decode(),
+                               (at or datetime.now(UTC)).replace(microsecond=0))  # fmt: skip
+    return request.sign(terminal.key).decode(), tls_key
+
+
 @pytest.fixture
 def terminal() -> TestTerminal:
     return TestTerminal()
@@ -215,7 +286,7 @@ def server_db(tmp_path: Path) -> Any:
 
 def enrol(session_factory: Any, terminal: TestTerminal, *, licence_class: str = "C1") -> None:
     """School, the terminal registered with its key, a coach and a student (direct rows, as the API writes them)."""
-    from server.models import Coach, School, Student, Terminal
+    from server.models import Coach, School, Student, Terminal, TerminalKey
 
     now = datetime.now(UTC)
     with session_factory() as s, s.begin():
@@ -256,6 +327,9 @@ def enrol(session_factory: Any, terminal: TestTerminal, *, licence_class: str = 
                 last_seen_at=None,
             )
         )
+        s.flush()
+        s.add(TerminalKey(terminal_id=terminal.id, key_id=terminal.key_id, public_key=terminal.public_pem,
+                          from_chain=1, added_at=now))  # fmt: skip
 
 
 @pytest.fixture

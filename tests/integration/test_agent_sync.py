@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import COACH, COURSE_C1_PART2, STUDENT, T0, TestTerminal, free_port_number, start_mosquitto
+from conftest import (
+    COACH,
+    COURSE_C1_PART2,
+    STUDENT,
+    T0,
+    TestPki,
+    TestTerminal,
+    free_port_number,
+    pki_at,
+    start_mosquitto,
+)
 from sqlalchemy import select
 
 from agent.session import EmitRecord
@@ -55,10 +65,10 @@ def agent_store(tmp_path: Path, terminal: TestTerminal) -> Iterator[RecordStore]
     store.close()
 
 
-def start_server(enrolled: Any, port: int, grace_s: float = 60) -> IngestConsumer:
+def start_server(enrolled: Any, port: int, pki: TestPki, grace_s: float = 60) -> IngestConsumer:
     ingestor = Ingestor(enrolled, lambda: datetime.now(UTC), resend_grace=timedelta(seconds=grace_s))
-    consumer = IngestConsumer(ingestor, enrolled, "127.0.0.1", port, client_id=f"server-{port}",
-                              resend_check_seconds=0.2)  # fmt: skip
+    consumer = IngestConsumer(ingestor, enrolled, "127.0.0.1", port, resend_check_seconds=0.2,
+                              tls=pki.context())  # fmt: skip
     consumer.start()
     return consumer
 
@@ -74,13 +84,15 @@ def test_records_made_offline_are_delivered_once_the_broker_appears(
     port = free_port_number()
     fill(agent_store, 5)
     rosters: list[Roster] = []
-    sync = RecordSync(agent_store, terminal.id, "127.0.0.1", port, terminal.key, rosters.append)
+    pki = pki_at(tmp_path)
+    sync = RecordSync(agent_store, terminal.id, "127.0.0.1", port, terminal.key, rosters.append,
+                      tls=pki.tls(terminal.id))  # fmt: skip
     with caplog.at_level(logging.ERROR, logger="agent.sync"):
         sync.start()
         wait_for("the unreachable-broker message", lambda: "not reachable" in caplog.text, 10)
     assert caplog.text.count("not reachable") == 1  # logged once, then retried quietly
     broker = start_mosquitto(tmp_path, port)
-    consumer = start_server(enrolled, port)
+    consumer = start_server(enrolled, port, pki)
     try:
         wait_for("every record acked", lambda: not agent_store.pending(100), 40)
         assert stored_seqs(enrolled) == list(range(7))
@@ -99,8 +111,9 @@ def test_a_gap_is_resent_on_request_and_a_lost_range_is_declared(
     # Seq 3 never reached the server (here: released locally as if acked); seq 5 is gone from the terminal.
     agent_store.db.execute("UPDATE records SET status = ? WHERE seq = 3", [ACKED])
     agent_store.db.execute("DELETE FROM records WHERE seq = 5")
-    consumer = start_server(enrolled, broker.port, grace_s=0.5)
-    sync = RecordSync(agent_store, terminal.id, "127.0.0.1", broker.port, terminal.key, lambda r: None)
+    consumer = start_server(enrolled, broker.port, broker.pki, grace_s=0.5)
+    sync = RecordSync(agent_store, terminal.id, "127.0.0.1", broker.port, terminal.key, lambda r: None,
+                      tls=broker.tls(terminal.id))  # fmt: skip
     sync.start()
     try:
         wait_for("the resent record 3", lambda: 3 in stored_seqs(enrolled), 30)
@@ -124,7 +137,7 @@ def test_a_gap_is_resent_on_request_and_a_lost_range_is_declared(
 def test_the_roster_reaches_the_agent(tmp_path: Path, enrolled: Any, agent_store: RecordStore,
                                       terminal: TestTerminal) -> None:  # fmt: skip
     broker = start_mosquitto(tmp_path)
-    consumer = start_server(enrolled, broker.port)
+    consumer = start_server(enrolled, broker.port, broker.pki)
     got = threading.Event()
     rosters: list[Roster] = []
 
@@ -134,7 +147,8 @@ def test_the_roster_reaches_the_agent(tmp_path: Path, enrolled: Any, agent_store
 
     try:
         assert consumer.publish_roster(terminal.id)
-        sync = RecordSync(agent_store, terminal.id, "127.0.0.1", broker.port, terminal.key, on_roster)
+        sync = RecordSync(agent_store, terminal.id, "127.0.0.1", broker.port, terminal.key, on_roster,
+                          tls=broker.tls(terminal.id))  # fmt: skip
         sync.start()
         assert got.wait(20)
         assert [p.id for p in rosters[0].students] == [STUDENT] and [p.id for p in rosters[0].coaches] == [COACH]

@@ -84,8 +84,13 @@ def test_every_recorded_minute_is_stored_once_and_counted(tmp_path: Path, db_url
         notice = notices[0]["notice"]
         assert notice["student"] == car["student"][0] and set(notice["records"]) <= valid
 
-        # A replay of everything changes nothing and is answered "duplicate".
-        results = replay(demo.mqtt_port, car["terminal"], [r[3] for r in rows])
+        # A replay of everything, by someone holding the terminal's own certificate (the agent is stopped first so
+        # that the two do not take the session from each other), changes nothing and is answered "duplicate".
+        agent = next(p for p in demo.procs if p.name == f"agent-{car['name']}")
+        agent.popen.terminate()
+        agent.popen.wait(15)
+        tls = Path(car["data"]) / "tls"
+        results = replay(demo.mqtt_port, car["terminal"], [r[3] for r in rows], tls)
         assert results and {r.status for r in results} == {AckStatus.DUPLICATE}
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM raw_records")).scalar() == len(rows)
@@ -104,7 +109,7 @@ def _payload(raw: bytes) -> bytes:
     return b64url_decode(raw.split(b".")[1].decode())
 
 
-def replay(port: int, terminal: str, raws: list[bytes]) -> list[Any]:
+def replay(port: int, terminal: str, raws: list[bytes], tls: Path) -> list[Any]:
     """Publish the records again as an attacker with broker access would, and collect the server's answers."""
     results: list[Any] = []
     batches = [raws[i : i + 50] for i in range(0, len(raws), 50)]
@@ -119,6 +124,7 @@ def replay(port: int, terminal: str, raws: list[bytes]) -> list[Any]:
                 done.set()
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="replayer", protocol=mqtt.MQTTv5)
+    client.tls_set(ca_certs=str(tls / "ca.crt"), certfile=str(tls / "client.crt"), keyfile=str(tls / "client.key"))
     client.on_message = on_message
     client.on_subscribe = lambda *a: subscribed.set()
     client.connect("127.0.0.1", port)

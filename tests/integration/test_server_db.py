@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import SCHOOL, STUDENT, T0, TestTerminal, enrol
+from conftest import SCHOOL, STUDENT, T0, TestPki, TestTerminal, enrol, enrolment_request
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 
@@ -18,6 +19,7 @@ from firmware_protocols import topics
 from firmware_protocols.messages import AckStatus
 from server import db
 from server.api import create_app
+from server.api_trust import Trust
 from server.exam_client import ExamRefused, ExamReply, ExamUnavailable, StageReviewNotice
 from server.forwarder import Forwarder
 from server.ingest import Ingestor
@@ -162,10 +164,12 @@ def _template() -> str:
     return encode_template(FaceTemplate(np.linspace(-0.2, 0.2, 128, dtype=np.float32)))
 
 
-def test_api_admin_writes_and_reads(sf: Any) -> None:
+def test_api_admin_writes_and_reads(sf: Any, tmp_path: Path) -> None:
     changed: list[str] = []
     settings = Settings(admin_token=TOKEN, database_url="sqlite://")
-    app = create_app(settings, session_factory=sf, policy=load_builtin_policy("demo"), on_people_change=changed.append)
+    trust = Trust(TestPki(tmp_path / "pki").ca, None, "127.0.0.1", 8883)
+    app = create_app(settings, session_factory=sf, policy=load_builtin_policy("demo"), on_people_change=changed.append,
+                     trust=trust)  # fmt: skip
     auth = {"Authorization": f"Bearer {TOKEN}"}
     terminal = TestTerminal()
     with TestClient(app) as client:
@@ -180,14 +184,13 @@ def test_api_admin_writes_and_reads(sf: Any) -> None:
         assert client.post("/api/schools", json={"id": SCHOOL, "name": "Test school"}, headers=auth).status_code == 201
         assert client.post("/api/schools", json={"id": SCHOOL, "name": "again"}, headers=auth).status_code == 409
         assert client.post("/api/schools", json={"id": "short", "name": "x"}, headers=auth).status_code == 422
-        r = client.post(
-            "/api/terminals",
-            headers=auth,
-            json={"id": terminal.id, "car_plate": "鲁L12345学", "school": SCHOOL, "public_key": terminal.public_pem},
-        )
+        car = {"terminal": terminal.id, "car_plate": "鲁L12345学", "school": SCHOOL}
+        assert client.post("/api/enrolments", json=car).status_code == 401
+        token = client.post("/api/enrolments", headers=auth, json=car).json()["token"]
+        r = client.post("/api/provision", json={"request": enrolment_request(terminal, token)[0]})
         assert r.status_code == 201 and r.json()["key_id"] == terminal.key_id
-        bad_key = {"id": "T000000000000009", "car_plate": "x", "school": SCHOOL, "public_key": "not a key"}
-        assert client.post("/api/terminals", headers=auth, json=bad_key).status_code == 422
+        assert client.get(f"/api/terminals/{terminal.id}").json()["key_id"] == terminal.key_id
+        assert client.post("/api/provision", json={"request": "not a request"}).json()["detail"]["reason"]
         coach = {
             "id": "C000000000000001",
             "name": "Wang",

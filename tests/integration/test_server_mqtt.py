@@ -10,17 +10,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import T0, Broker, TestTerminal, enrol, free_port_number, start_mosquitto
+from conftest import T0, Broker, TestPki, TestTerminal, enrol, free_port_number, pki_at, start_mosquitto
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from firmware_protocols import topics
-from firmware_protocols.messages import Ack, AckStatus, Command, Roster
+from firmware_protocols.messages import Ack, AckStatus, Command, EnrolmentRequest, Roster
 from server import mqtt_consumer
 from server.ingest import Ingestor
 from server.ledger import Ledger
 from server.models import RawRecord
 from server.mqtt_consumer import IngestConsumer
+from server.pki import key_pem, make_csr, new_tls_key, write_private
 from server.policy import load_builtin_policy
 
 WAIT = 10.0
@@ -29,10 +30,12 @@ WAIT = 10.0
 class TerminalClient:
     """The terminal's side of MQTT: publishes batches, collects what arrives on its down topics."""
 
-    def __init__(self, broker: Broker, terminal_id: str) -> None:
+    def __init__(self, broker: Broker, terminal_id: str, tls: dict[str, str] | None = None) -> None:
         self.received: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"term-{terminal_id}", protocol=mqtt.MQTTv5)
+        tls = tls or broker.tls(terminal_id)  # a certificate with CN = the terminal id, from the test's CA
+        self.client.tls_set(ca_certs=tls["ca"], certfile=tls["cert"], keyfile=tls["key"])
         self.client.on_message = lambda _c, _u, m: self.received.put((m.topic, bytes(m.payload), bool(m.retain)))
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
         self.client.connect(broker.host, broker.port)
@@ -58,12 +61,12 @@ class TerminalClient:
 def consumer_for(enrolled: Any) -> Iterator[Any]:
     made: list[IngestConsumer] = []
 
-    def make(broker_host: str, port: int, clock: Any = None, grace: float = 30.0) -> IngestConsumer:
+    def make(broker_host: str, port: int, pki: TestPki, clock: Any = None, grace: float = 30.0) -> IngestConsumer:
         clock = clock or (lambda: datetime.now(UTC))
         ledger = Ledger(enrolled, load_builtin_policy("demo"), clock)
         ingestor = Ingestor(enrolled, clock, resend_grace=timedelta(seconds=grace), after_commit=ledger.after_ingest)
         c = IngestConsumer(
-            ingestor, enrolled, broker_host, port, client_id=f"srv-{port}", clock=clock, resend_check_seconds=3600
+            ingestor, enrolled, broker_host, port, clock=clock, resend_check_seconds=3600, tls=pki.context()
         )
         c.start()
         made.append(c)
@@ -77,7 +80,7 @@ def consumer_for(enrolled: Any) -> Iterator[Any]:
 def test_signed_batch_is_acked_after_commit(
     mosquitto: Broker, enrolled: Any, consumer_for: Any, terminal: TestTerminal
 ) -> None:
-    consumer = consumer_for(mosquitto.host, mosquitto.port)
+    consumer = consumer_for(mosquitto.host, mosquitto.port, mosquitto.pki)
     assert consumer.subscribed.wait(WAIT)
     car = TerminalClient(mosquitto, terminal.id)
     try:
@@ -112,7 +115,7 @@ def test_signed_batch_is_acked_after_commit(
 
 def test_gap_sends_resend_command(mosquitto: Broker, enrolled: Any, consumer_for: Any, terminal: TestTerminal) -> None:
     now = [T0]
-    consumer = consumer_for(mosquitto.host, mosquitto.port, clock=lambda: now[0], grace=30)
+    consumer = consumer_for(mosquitto.host, mosquitto.port, mosquitto.pki, clock=lambda: now[0], grace=30)
     assert consumer.subscribed.wait(WAIT)
     car = TerminalClient(mosquitto, terminal.id)
     try:
@@ -139,7 +142,7 @@ def test_consumer_waits_for_a_late_broker(
     monkeypatch.setattr(mqtt_consumer, "RECONNECT_MIN_SECONDS", 0.05)
     monkeypatch.setattr(mqtt_consumer, "RECONNECT_MAX_SECONDS", 0.2)
     port = free_port_number()
-    consumer = consumer_for("127.0.0.1", port)
+    consumer = consumer_for("127.0.0.1", port, pki_at(tmp_path))
     assert not consumer.connected.wait(0.3)
     broker = start_mosquitto(tmp_path, port)
     try:
@@ -155,7 +158,7 @@ def test_consumer_waits_for_a_late_broker(
 
 
 def test_unregistered_second_terminal_cannot_ack_itself(mosquitto: Broker, enrolled: Any, consumer_for: Any) -> None:
-    consumer = consumer_for(mosquitto.host, mosquitto.port)
+    consumer = consumer_for(mosquitto.host, mosquitto.port, mosquitto.pki)
     assert consumer.subscribed.wait(WAIT)
     stranger = TestTerminal(id="T999999999999999")
     car = TerminalClient(mosquitto, stranger.id)
@@ -184,6 +187,8 @@ def test_run_server_wires_everything_and_stops(mosquitto: Broker, tmp_path: Any,
         admin_token="t",
         api_port=api_port,
         exam_url="http://127.0.0.1:9",
+        pki_dir=str(mosquitto.pki.dir),
+        broker_pid_file=str(mosquitto.pid_file),
     )
     stop = threading.Event()
     runner = threading.Thread(target=run_server, args=(settings,), kwargs={"stop": stop}, daemon=True)
@@ -201,10 +206,21 @@ def test_run_server_wires_everything_and_stops(mosquitto: Broker, tmp_path: Any,
         auth = {"Authorization": "Bearer t"}
         base = f"http://127.0.0.1:{api_port}/api"
         assert httpx.post(f"{base}/schools", json={"id": "S000000000000001", "name": "s"}, headers=auth).is_success
-        car = TerminalClient(mosquitto, terminal.id)
-        body = {"id": terminal.id, "car_plate": "x", "school": "S000000000000001", "public_key": terminal.public_pem}
-        assert httpx.post(f"{base}/terminals", json=body, headers=auth).status_code == 201
-        payload, retain = car.next_on("down/roster")  # the roster goes out when the terminal registers
+        body = {"terminal": terminal.id, "car_plate": "x", "school": "S000000000000001"}
+        token = httpx.post(f"{base}/enrolments", json=body, headers=auth).json()["token"]
+        tls_key = new_tls_key()
+        request = EnrolmentRequest(terminal.id, token, terminal.public_pem, make_csr(tls_key, terminal.id).decode(),
+                                   datetime.now(UTC).replace(microsecond=0)).sign(terminal.key)  # fmt: skip
+        r = httpx.post(f"{base}/provision", json={"request": request.decode()})
+        assert r.status_code == 201, r.text
+        answer = r.json()
+        files = {"ca": tmp_path / "ca.crt", "cert": tmp_path / "client.crt", "key": tmp_path / "client.key"}
+        files["ca"].write_text(answer["ca_certificate"])
+        files["cert"].write_text(answer["certificate"])
+        write_private(files["key"], key_pem(tls_key))
+        car = TerminalClient(mosquitto, terminal.id, {k: str(v) for k, v in files.items()})  # the issued certificate
+        consumer_roster = car.next_on("down/roster")  # the roster went out (retained) when the terminal registered
+        payload, retain = consumer_roster
         assert Roster.decode(payload).coaches == ()
         car.publish(topics.up_records(terminal.id), terminal.batch([terminal.genesis()]))
         assert Ack.decode(car.next_on("down/acks")[0]).results[0].status is AckStatus.STORED
