@@ -3,8 +3,10 @@
 jiapei demo [--duration S] [--factor F] [--cars N]   the whole system on this machine
 jiapei agent init|run …                              the in-car terminal
 jiapei server …                                      ingest, validation, hours, exam forwarding, API
+jiapei pki init|worker|broker-config …               the CA, the broker's TLS certificates and config
 jiapei sim fleet|exam …                              simulated cars and the exam system
-jiapei decode nmea FILE|-                            what our NMEA decoder sees (gpsd TPV JSON lines)
+jiapei decode nmea [--min-date YYYY-MM-DD] FILE|-   what our NMEA decoder sees (gpsd TPV JSON lines)
+jiapei decode jt808 FILE|-                           what our JT/T 808 codec sees (a JSON line per frame)
 jiapei face compare REFERENCE IMAGE…                 what our face engine sees
 """
 
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from server.app import main as server
 
         return int(server(rest) or 0)
+    if cmd == "pki":
+        from jiapei_cli.pki import main as pki
+
+        return pki(rest)
     if cmd == "sim" and rest[:1] == ["fleet"]:
         from simulators.fleet import main as fleet
 
@@ -40,13 +46,14 @@ def main(argv: list[str] | None = None) -> int:
 
         exam(rest[1:])
         return 0
-    if cmd == "decode" and len(rest) == 2 and rest[0] == "nmea":
-        from jiapei_cli.decode_nmea import run as decode_nmea
+    if cmd == "decode" and rest[:1] == ["nmea"] and len(rest) in (2, 4):
+        from jiapei_cli.decode_nmea import main as decode_nmea
 
-        return decode_nmea(rest[1])
-    if cmd == "decode" and rest[:1] == ["jt808"]:
-        print('{"error": "the JT/T 808 codec is not built yet (issue 12)"}')
-        return 2
+        return decode_nmea(rest[1:])
+    if cmd == "decode" and len(rest) == 2 and rest[0] == "jt808":
+        from jiapei_cli.decode_jt808 import run as decode_jt808
+
+        return decode_jt808(rest[1])
     if cmd == "face" and len(rest) >= 3 and rest[0] == "compare":
         from jiapei_cli.face_compare import run as face_compare
 

@@ -30,12 +30,12 @@ def main(argv: list[str]) -> int:
     worker = sub.add_parser("worker")
     worker.add_argument("--dir", type=Path, required=True)
     worker.add_argument("--name", required=True)
-    conf = sub.add_parser("broker-config")
-    conf.add_argument("--dir", type=Path, required=True)
-    conf.add_argument("--broker-dir", type=Path, default=None)
-    conf.add_argument("--port", type=int, default=8883)
-    conf.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a broker listens for cars
-    conf.add_argument("--no-persistence", action="store_true")
+    config = sub.add_parser("broker-config")
+    config.add_argument("--dir", type=Path, required=True)
+    config.add_argument("--broker-dir", type=Path, default=None)
+    config.add_argument("--port", type=int, default=8883)
+    config.add_argument("--bind", default="0.0.0.0")  # noqa: S104 - a broker listens for cars
+    config.add_argument("--no-persistence", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "init":
         workers = tuple(args.worker or [DEFAULT_WORKER])

@@ -191,7 +191,7 @@ class Ingestor:
         else:
             key = self._key_for(s, terminal, rec.chain, rec.envelope.kid)
             if key is None:  # signed by a key the server does not know (yet): its rotation genesis may be on its way
-                self._count("key_not_known_yet")
+                _bump(s, "key_not_known_yet")
                 return RecordOutcome(None, str(rec.kind))
             try:
                 envelope.verify(rec.envelope, key)

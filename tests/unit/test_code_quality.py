@@ -33,7 +33,7 @@ def test_ruff_is_clean() -> None:
 
 
 def test_typing_of_everything() -> None:
-    targets = ["agent", "server", "simulators", "biometrics", "jiapei_cli", "tools", "bench"]
+    targets = ["agent", "server", "simulators", "biometrics", "webguard", "jiapei_cli", "tools", "bench"]
     r = subprocess.run([tool("mypy"), *targets], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
 
