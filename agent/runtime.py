@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent.gnss_time import FixWatch, GnssClock, TimeEvent
 from agent.identity import IdentityChecker
+from agent.keys import write_owner_only
 from agent.session import (
     Action,
     EmitRecord,
@@ -35,14 +37,13 @@ from agent.store import RecordStore, StoreError
 from firmware_protocols.errors import ProtocolError
 from firmware_protocols.messages import Roster
 from firmware_protocols.nmea import GpsFix
+from firmware_protocols.records import RecordKind
 
 log = logging.getLogger(__name__)
 
 #: Records held in memory while the store cannot write (a day of minutes): past this a louder alarm. They are never
 #: dropped: losing an hour record is worse than memory.
 UNSTORED_ALARM = 1440
-#: GNSS time older than this (real seconds) is not used as "now": the terminal clock is.
-GNSS_FRESH_S = 10.0
 TICK_S = 1.0
 ROSTER_FILE = "roster.json"
 
@@ -76,7 +77,9 @@ class TerminalRuntime:
         self._thread = threading.Thread(target=self._run, name=f"runtime-{terminal}", daemon=True)
         self._face_worker = threading.Thread(target=self._face_loop, name=f"faces-{terminal}", daemon=True)
         self._face_jobs: queue.Queue[RequestFaceCheck] = queue.Queue()
-        self._last_fix: tuple[datetime, float] | None = None
+        self.clock = GnssClock()  # GNSS time as "now"; offset, clock jumps, GNSS time going backwards
+        self.fix_watch = FixWatch(time.monotonic())  # no valid fix for GPS_STALE_S: a gps_lost event record
+        self.gps_link: Any = None  # the SerialGpsReader, when attach_gps() was called: its state shows on screen
         self.last_fix: GpsFix | None = None
         self.records_committed = 0
         self.store_errors = 0
@@ -112,9 +115,8 @@ class TerminalRuntime:
         if roster.terminal != self.terminal:
             log.warning("ignoring a roster for terminal %s", roster.terminal)
             return
-        tmp = self.data_dir / (ROSTER_FILE + ".tmp")
-        tmp.write_bytes(roster.encode())
-        tmp.replace(self.data_dir / ROSTER_FILE)
+        # Face templates are biometric data: owner-only, like the keys.
+        write_owner_only(self.data_dir / ROSTER_FILE, roster.encode())
         self._events.put(("roster", roster))
 
     def request(self, what: str, **kwargs: Any) -> RequestResult:
@@ -126,13 +128,28 @@ class TerminalRuntime:
         self._events.put(("request", (what, face, kwargs, fut)))
         return fut.result(timeout=30)
 
+    def attach_gps(self, reader: Any) -> None:
+        """Show the GPS reader's link state and counters (its ``status()``) on the coach screen."""
+        self.gps_link = reader
+
     def now(self) -> datetime:
-        """GNSS time when a fix is fresh (minute boundaries follow it), else the terminal clock."""
-        if self._last_fix is not None:
-            t, mono = self._last_fix
-            if time.monotonic() - mono < GNSS_FRESH_S:
-                return t
-        return datetime.now(UTC).replace(microsecond=0)
+        """GNSS time carried on by the monotonic clock while a fix is fresh (minute boundaries follow it), else the
+        terminal clock."""
+        return self.clock.now(datetime.now(UTC), time.monotonic()).replace(microsecond=0)
+
+    def gps_status(self) -> dict[str, Any]:
+        fix, mono = self.last_fix, time.monotonic()
+        age = self.fix_watch.age_s(mono)
+        return {
+            "lat": None if fix is None else fix.lat, "lon": None if fix is None else fix.lon,
+            "speed_mps": None if fix is None else fix.speed_mps, "mode": None if fix is None else fix.mode,
+            "sats": None if fix is None else fix.satellites, "hdop": None if fix is None else fix.hdop,
+            "lost": self.fix_watch.lost, "lost_count": self.fix_watch.lost_count,
+            "fix_age_s": None if age is None else round(age, 1), "time_source": "gnss" if self.clock.gnss_fresh(mono)
+            else "terminal", "clock_offset_ms": self.clock.offset_ms, "clock_jumps": self.clock.jumps,
+            "gnss_backwards": self.clock.backwards,
+            "link": None if self.gps_link is None else self.gps_link.status(),
+        }  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         m = self.machine
@@ -141,8 +158,7 @@ class TerminalRuntime:
             "terminal": self.terminal, "state": str(m.state), "coach": m.coach, "student": m.student,
             "course": None if m.course is None else str(m.course), "session": m.session_id,
             "minutes": m.minutes_recorded, "now": self.now().isoformat(),
-            "gps": None if self.last_fix is None else {"lat": self.last_fix.lat, "lon": self.last_fix.lon,
-                                                      "speed_mps": self.last_fix.speed_mps, "mode": self.last_fix.mode},
+            "gps": self.gps_status(),
             "records": self.store.counts(), "store_failing": self.store_failing, "unstored": len(self._unstored),
             "roster": None if roster is None else {
                 "coaches": [{"id": p.id, "name": p.name} for p in roster.coaches],
@@ -162,6 +178,8 @@ class TerminalRuntime:
                 self._handle(kind, payload)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + TICK_S
+                    self._time_events(self.clock.on_tick(datetime.now(UTC), time.monotonic()))
+                    self._time_events(self.fix_watch.on_tick(time.monotonic(), self.now()))
                     self._execute(self.machine.on_tick(self.now()))
             except Exception:  # the loop must survive anything one event does
                 log.exception("event %s failed", kind)
@@ -170,8 +188,10 @@ class TerminalRuntime:
         if kind == "fix":
             fix: GpsFix = payload
             self.last_fix = fix
-            if fix.time is not None and fix.time_plausible:
-                self._last_fix = (fix.time, time.monotonic())
+            mono = time.monotonic()
+            self._time_events(self.clock.on_fix(fix, datetime.now(UTC), mono))
+            self._time_events(self.fix_watch.on_fix(fix, mono, self.now()))
+            self.machine.note_clock_offset(self.clock.offset_ms)
             self._execute(self.machine.on_fix(fix))
         elif kind == "vehicle":
             self.machine.on_vehicle(payload)
@@ -215,6 +235,12 @@ class TerminalRuntime:
         if state_after is not None and m.state is not state_after:
             return RequestResult(False, f"face_{face.result}", "face not recognised as that person", face.to_body())
         return RequestResult(True, None, "ok", face.to_body())
+
+    def _time_events(self, events: list[TimeEvent]) -> None:
+        """GPS lost/back, clock jumps, GNSS time going backwards: logged and kept as signed event records."""
+        for ev in events:
+            log.warning("GPS/time event %s %s", ev.name, ev.details)
+            self._execute([EmitRecord(RecordKind.EVENT, ev.at, {"event": ev.name, **ev.details})])
 
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:

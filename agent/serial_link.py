@@ -41,6 +41,7 @@ class SerialLink:
         self.log = log or logging.getLogger(__name__)
         self.connected = threading.Event()
         self.stats = stats or LinkStats()
+        self.state = "starting"  # then connected, unavailable (cannot open), lost (failed while open)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -64,7 +65,8 @@ class SerialLink:
         self._delay, self._outage_logged = self.retry_initial_s, False
         while not self._stop.is_set():
             try:
-                ser = serial.Serial(self.port, self.baudrate, timeout=self.read_timeout_s)
+                # serial_for_url: a device path, a pty, or pyserial URLs (loop://, spy://PATH, socket://HOST:PORT)
+                ser = serial.serial_for_url(self.port, self.baudrate, timeout=self.read_timeout_s)
             except (serial.SerialException, OSError, ValueError) as exc:
                 self._failed("unavailable", exc)
                 continue
@@ -78,6 +80,7 @@ class SerialLink:
 
     def _failed(self, how: str, exc: BaseException) -> None:
         self.stats.failures += 1
+        self.state = how
         if not self._outage_logged:
             self.log.warning("%s %s %s (%s); retrying in the background", self.what, self.port, how, exc)
             self._outage_logged = True
@@ -91,4 +94,5 @@ class SerialLink:
         self.stats.connects += 1
         self.log.info("%s %s %s", self.what, self.port, state)
         self._delay, self._outage_logged = self.retry_initial_s, False
+        self.state = "connected"
         self.connected.set()

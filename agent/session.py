@@ -5,6 +5,10 @@
 While TRAINING, GNSS fixes and vehicle samples accumulate into the current minute; the minute closes when a fix of a
 later minute arrives (minute boundaries follow GNSS time) or, without fixes, when the terminal clock passes the end
 of the minute by :data:`MINUTE_CLOSE_GRACE`. Random face re-checks are requested once in each re-check window.
+Distance comes from one :class:`agent.odometry.Odometer` per session (a step across a minute boundary counts in the
+later minute); the minute record's ``gnss`` object (an extra body field, allowed by the contract) holds the jumps
+that were marked and not added, and the terminal clock's offset from GNSS time (``clock_offset_ms``, terminal minus
+GNSS, as last measured by the runtime through :meth:`TrainingSession.note_clock_offset`).
 
 The machine never does I/O: it returns :class:`EmitRecord` (the runtime appends, signs and commits it, then calls
 :meth:`TrainingSession.on_appended` with the sequence number it got) and :class:`RequestFaceCheck` actions.
@@ -12,13 +16,13 @@ The machine never does I/O: it returns :class:`EmitRecord` (the runtime appends,
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from agent.odometry import MAX_PLAUSIBLE_SPEED_MPS, Odometer
 from firmware_protocols.identifiers import CourseCode
 from firmware_protocols.nmea import GpsFix
 from firmware_protocols.records import RecordKind, format_time
@@ -27,9 +31,6 @@ from firmware_protocols.records import RecordKind, format_time
 MINUTE_CLOSE_GRACE = timedelta(seconds=5)
 #: One sample of position every this many seconds goes into the minute record (evidence for track continuity).
 SAMPLE_EVERY_S = 10
-#: Fixes of a speed above this are receiver noise or spoofing, not a training car: they are not used for distance.
-MAX_PLAUSIBLE_SPEED_MPS = 70.0
-EARTH_RADIUS_M = 6_371_008.8
 
 
 class State(StrEnum):
@@ -89,20 +90,13 @@ class _Minute:
     fixes: int = 0
     max_speed_mps: float = 0.0
     distance_m: float = 0.0
-    last: GpsFix | None = None
+    jumps: int = 0
     fix30: GpsFix | None = None
     samples: list[list[int]] = field(default_factory=list)
     next_sample_s: int = 0
     max_rpm: int | None = None
     max_vehicle_speed: float | None = None
     ignition: bool | None = None
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 def _e6(x: float) -> int:
@@ -144,6 +138,8 @@ class TrainingSession:
         self._check_pending = False
         self._window_end: datetime | None = None
         self._latest_vehicle: VehicleSample | None = None
+        self._odometer = Odometer()
+        self.clock_offset_ms: int | None = None
 
     # --- requests from the coach screen -------------------------------------------------------------------
 
@@ -175,6 +171,7 @@ class TrainingSession:
         self.state, self.student, self.course, self.session_id = State.TRAINING, student, code, session_id
         self.minutes_recorded = 0
         self._minute = _Minute(start=_floor_minute(at))
+        self._odometer = Odometer()
         self._schedule_window(at)
         body = {
             "student": student,
@@ -261,12 +258,9 @@ class TrainingSession:
             return actions  # a fix from before the session's first minute
         second = int((fix.time - m.start).total_seconds())
         speed = fix.speed_mps or 0.0
-        if m.last is not None and m.last.lat is not None and m.last.lon is not None and m.last.time is not None:
-            step = haversine_m(m.last.lat, m.last.lon, fix.lat, fix.lon)
-            dt = max((fix.time - m.last.time).total_seconds(), 1.0)
-            if speed <= MAX_PLAUSIBLE_SPEED_MPS and step / dt <= MAX_PLAUSIBLE_SPEED_MPS:
-                m.distance_m += step  # a jump faster than any car (teleport, spoofing) adds no distance
-        m.last = fix
+        step = self._odometer.feed(fix)  # a jump faster than any car (teleport, spoofing) is marked, not added
+        m.distance_m += step.metres
+        m.jumps += step.jump
         m.fixes += 1
         m.max_speed_mps = max(m.max_speed_mps, speed if speed <= MAX_PLAUSIBLE_SPEED_MPS else 0.0)
         if m.fix30 is None or abs(second - 30) < abs(_second_of(m.fix30, m.start) - 30):
@@ -275,6 +269,10 @@ class TrainingSession:
             m.samples.append([second, _e6(fix.lat), _e6(fix.lon), _dkmh(speed)])
             m.next_sample_s = (second // SAMPLE_EVERY_S + 1) * SAMPLE_EVERY_S
         return actions + self._due_check(fix.time)
+
+    def note_clock_offset(self, offset_ms: int | None) -> None:
+        """The runtime's latest measure of terminal clock minus GNSS time; it goes into the minute record."""
+        self.clock_offset_ms = offset_ms
 
     def on_tick(self, now: datetime) -> list[Action]:
         """Terminal clock tick: closes minutes that got no fix (GPS lost) so that none is silently missing."""
@@ -334,6 +332,7 @@ class TrainingSession:
             "fixes": m.samples,
             "vehicle": vehicle,
             "face": dict(self.last_face),
+            "gnss": {"jumps": m.jumps, "clock_offset_ms": self.clock_offset_ms},
         }
         return EmitRecord(RecordKind.MINUTE, m.start, body, needs_record_no=True)
 
@@ -352,6 +351,8 @@ class TrainingSession:
                 "trigger": trigger,
                 "distance": None if face.distance is None else round(face.distance * 1000),
                 "seen": face.person,
+                # Liveness figures (challenge, verdict, measures) when the checker measured them.
+                "liveness": face.to_body().get("liveness"),
             },
         )
 

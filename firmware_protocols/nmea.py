@@ -7,19 +7,24 @@ Layers (conventions 1 and 2):
    discarded up to the next newline; memory never grows with a receiver that stops sending newlines.
 2. **Sentences** - each line from its last ``$`` is checked and parsed by ``pynmea2.parse(line, check=True)``
    (a missing checksum is refused, not trusted). Bytes before that ``$`` (binary frames of a receiver that
-   interleaves them, line noise) are refused as junk, and the sentence after them is still decoded. Only RMC,
-   GGA and GSA are used (any talker: GP, GN, BD, GB, GL, GA ...); other well-formed sentences are counted in
-   ``NmeaDecoder.ignored`` and otherwise skipped.
-3. **Epochs** - RMC (date, time, status, position, speed, track), GGA (quality, satellites, HDOP, altitude) and
-   GSA (2D/3D mode) of the same UTC time make one ``GpsFix``. A fix is emitted
+   interleaves them, line noise) are refused as junk, and the sentence after them is still decoded. RMC, GGA,
+   GNS, GSA and VTG of the GNSS talkers (``GNSS_TALKERS``: GP, GN, BD, GB, GL, GA, GI, GQ) are used; other
+   well-formed sentences (GSV, ZDA, proprietary ``$P...``, other talkers) are counted in ``NmeaDecoder.ignored``.
+3. **Epochs** - RMC (date, time, status, position, speed, track), GGA or GNS (quality, satellites, HDOP,
+   altitude), GSA (2D/3D mode) and VTG (speed, track) of the same UTC time make one ``GpsFix``. A fix is emitted
 
-   - as soon as its epoch holds an RMC, a GGA and a GSA (the usual receiver cycle: no added latency); or
-   - when a sentence with another UTC time arrives, or a second RMC/GGA in the same epoch (a receiver
+   - as soon as its epoch holds an RMC, a GGA or GNS, and a GSA (the usual receiver cycle: no added latency); or
+   - when a sentence with another UTC time arrives, or a second RMC/GGA/GNS in the same epoch (a receiver
      without GSA, or a cold-start receiver repeating timeless sentences): the open epoch is closed; or
    - at end of data, signalled by ``receive_data(b"")`` (as in h11).
 
-   A GSA has no time of its own: it belongs to the open epoch; one arriving after that epoch was emitted (the
-   second GSA of a multi-constellation receiver) is dropped.
+   GSA and VTG have no time of their own: they belong to the open epoch; one arriving after that epoch was
+   emitted (the second GSA of a multi-constellation receiver) is dropped.
+4. **Plausibility** - refused with a reason, never passed on: placeholder positions that receivers print before
+   their first fix (``8960.0000N`` = 90 N, ``0000.0000N 00000.0000E``), latitudes/longitudes, speeds, tracks,
+   altitudes out of range. A date before ``min_date`` (a GPS week-number rollover moves it 1024 weeks back; the
+   GPS epoch ``060180`` of a receiver without almanac) or an impossible one (``2208-1``) keeps the position but
+   not the time: ``GpsFix.time`` is None and ``time_plausible`` False.
 
 Never raises on input: every refusal is an ``NmeaRejected`` event with a reason and the offending bytes.
 """
@@ -36,9 +41,11 @@ from typing import Any
 import pynmea2
 
 __all__ = [
+    "GNSS_TALKERS",
     "KNOT_MPS",
     "MAX_NMEA_LINE",
-    "MIN_PLAUSIBLE_YEAR",
+    "MAX_SPEED_MPS",
+    "MIN_PLAUSIBLE_DATE",
     "GpsFix",
     "NmeaDecoder",
     "NmeaEvent",
@@ -52,13 +59,27 @@ __all__ = [
 ]
 
 #: Longest line accepted: bytes before the ``\n``, a ``\r`` included. NMEA 0183 caps a sentence at 82
-#: characters, but receivers exceed it (RTK positions with 8 decimals, NMEA 4.1 extra fields); twice the
-#: standard keeps every real log we hold and still bounds what a babbling or mis-bauded device makes us buffer.
-MAX_NMEA_LINE = 164
+#: characters, but receivers exceed it (RTK positions with 8 decimals, NMEA 4.1 extra fields, MediaTek's 206-byte
+#: ``$PMTKCHN``); 256 keeps every real log we hold and still bounds what a babbling or mis-bauded device makes us
+#: buffer.
+MAX_NMEA_LINE = 256
 
-#: Dates before this are refused as time (kept as position): a receiver hit by the GPS week-number rollover
-#: (1999-08-21, 2019-04-06) reports a date 1024 weeks (~19.6 years) in the past, e.g. 1999 for 2019.
-MIN_PLAUSIBLE_YEAR = 2010
+#: Default ``NmeaDecoder(min_date=...)``: dates before this are refused as time (the position is kept). This
+#: code did not run before it, so no live receiver can truly report an earlier date: one that does was hit by the
+#: GPS week-number rollover (1999-08-21, 2019-04-06, or its own firmware's pivot) and reports a date 1024 weeks
+#: (~19.6 years) in the past, or has no almanac yet and reports the GPS epoch (1980-01-06). Decoding old recorded
+#: logs takes an earlier ``min_date``.
+MIN_PLAUSIBLE_DATE = date(2024, 1, 1)
+
+#: Talker ids of GNSS receivers: GPS, combined GNSS, BeiDou (Chinese TSCPB ``BD`` and NMEA 4.11 ``GB``), GLONASS,
+#: Galileo, NavIC, QZSS. Sentences of other talkers (an echo sounder's ``SD``...) are ignored.
+GNSS_TALKERS = frozenset({"GP", "GN", "BD", "GB", "GL", "GA", "GI", "GQ"})
+
+#: Fastest ground speed accepted: 1000 knots (~515 m/s), the export-control limit above which receivers stop
+#: reporting. Anything faster is a corrupted field.
+MAX_SPEED_MPS = 1000 * 1852.0 / 3600.0
+#: Altitude range accepted (metres): below the Dead Sea shore by a margin, up to the 18 km export-control ceiling.
+MIN_ALT_M, MAX_ALT_M = -1_000.0, 18_000.0
 
 #: One international knot in metres per second (1852 m per hour).
 KNOT_MPS = 1852.0 / 3600.0
@@ -69,7 +90,14 @@ _YEAR_PIVOT = 80  # two-digit years from here are 19yy (GPS epoch 1980)
 #: byte, so the events never depend on how the input was split into ``receive_data`` calls.
 _TOKENS = re.compile(rb"\n|\$|[^\n$]+")
 
-_USED_TYPES = frozenset({"RMC", "GGA", "GSA"})
+#: An epoch without RMC (a GGA alone, the last of a log) takes the date of the last dated epoch when it is at most
+#: this much later, as gpsd does; older dates are not carried (a receiver silent for hours may have rolled over).
+DATE_CARRY = timedelta(minutes=10)
+
+_USED_TYPES = frozenset({"RMC", "GGA", "GNS", "GSA", "VTG"})
+_QUALITY_TYPES = frozenset({"GGA", "GNS"})  # satellites, HDOP, altitude, fix quality
+_TIMED_TYPES = frozenset({"RMC", "GGA", "GNS"})  # sentences that carry the epoch's time
+_GNS_FIX_MODES = frozenset("ADPRF")  # GNS mode letters of a fix (N none, E estimated, M manual, S simulated)
 
 
 @dataclass(frozen=True)
@@ -77,8 +105,9 @@ class GpsFix:
     """What the receiver said about one epoch (one UTC time).
 
     ``time`` is aware UTC, or None when the receiver gave no date/time, or gave one we refuse (then
-    ``time_plausible`` is False: week-rollover years before ``MIN_PLAUSIBLE_YEAR``, malformed dates); the
-    position is kept either way. ``valid`` is the receiver's own verdict (RMC status ``A``, GGA quality > 0) with a
+    ``time_plausible`` is False: week-rollover dates before the decoder's ``min_date``, malformed dates); the
+    position is kept either way. ``valid`` is the receiver's own verdict (RMC status ``A``, GGA quality > 0, GNS
+    mode not ``N``) with a
     position present. ``mode`` follows gpsd: 1 no fix, 2 2D, 3 3D (from GSA when sent, else inferred).
     """
 
@@ -152,7 +181,7 @@ def _date(raw: str) -> date | None:
     """``ddmmyy`` -> date; None when absent or impossible (caller marks the time implausible).
 
     Two-digit years pivot at ``_YEAR_PIVOT`` as gpsd does (GPS time starts in 1980): 80-99 are 19yy, so a
-    week-rollover "99" is 1999 and refused by ``MIN_PLAUSIBLE_YEAR``, not read as 2099.
+    week-rollover "99" is 1999 and refused by the decoder's ``min_date``, not read as 2099.
     """
     if len(raw) != 6 or not raw.isdigit():
         return None
@@ -175,6 +204,8 @@ def _coordinate(raw: str, hemi: str, name: str, limit: float) -> float | None:
         raise _FieldError(f"bad {name} {raw!r}")
     degrees = int(whole[:-2])
     minutes = float(whole[-2:] + (("." + frac) if frac else ""))
+    if name == "latitude" and degrees == 89 and minutes == 60.0:
+        raise _FieldError(f"placeholder position {raw!r}")  # MediaTek before its first fix: 8960.0000N
     if minutes >= 60.0:
         raise _FieldError(f"bad {name} {raw!r}")
     value = degrees + minutes / 60.0
@@ -203,6 +234,7 @@ class _Epoch:
     date_refused: bool = False
     rmc_valid: bool | None = None
     gga_quality: int | None = None
+    gns_valid: bool | None = None
     gsa_mode: int | None = None
     lat: float | None = None
     lon: float | None = None
@@ -212,17 +244,24 @@ class _Epoch:
     satellites: int | None = None
     hdop: float | None = None
 
-    def to_fix(self) -> GpsFix:
+    def to_fix(self, min_date: date, dated: datetime | None) -> GpsFix:
+        """The fix; ``dated`` is the last time an RMC dated, which dates an epoch without RMC just after it."""
         when: datetime | None = None
         plausible = not self.date_refused
         if self.day is not None and self.tod is not None:
-            if self.day.year < MIN_PLAUSIBLE_YEAR:
+            if self.day < min_date:
                 plausible = False
             else:
                 when = datetime.combine(self.day, self.tod)
+        elif self.day is None and plausible and self.tod is not None and dated is not None:
+            when = datetime.combine(dated.date(), self.tod)
+            if when < dated - timedelta(hours=12):
+                when += timedelta(days=1)  # past midnight since that RMC
+            if not timedelta(0) < when - dated <= DATE_CARRY:
+                when = None
         has_position = self.lat is not None and self.lon is not None
         gga_ok = None if self.gga_quality is None else self.gga_quality > 0
-        verdicts = [v for v in (self.rmc_valid, gga_ok) if v is not None]
+        verdicts = [v for v in (self.rmc_valid, gga_ok, self.gns_valid) if v is not None]
         valid = has_position and bool(verdicts) and all(verdicts)
         if not valid:
             mode = 1
@@ -249,11 +288,13 @@ class NmeaDecoder:
     """Sans-IO NMEA decoder: ``receive_data(bytes)`` in, ``next_event()`` out (None = need more data).
 
     ``comments=True`` skips lines starting with ``#`` and gpsd JSON lines (``{``), as found in recorded test
-    logs; a live receiver never sends them, so the default refuses them like any other garbage.
+    logs; a live receiver never sends them, so the default refuses them like any other garbage. ``min_date``:
+    earlier dates are refused as time (see ``MIN_PLAUSIBLE_DATE``).
     """
 
-    def __init__(self, *, comments: bool = False) -> None:
+    def __init__(self, *, comments: bool = False, min_date: date = MIN_PLAUSIBLE_DATE) -> None:
         self._comments = comments
+        self.min_date = min_date
         self._partial = bytearray()
         self._discarding = False  # inside an overlong line: drop bytes up to the next newline
         self._in_comment = False  # inside a comment line (comments=True): drop silently up to the newline
@@ -261,6 +302,7 @@ class NmeaDecoder:
         self._events: deque[NmeaEvent] = deque()
         self._epoch: _Epoch | None = None
         self._epoch_emitted = False
+        self._dated: datetime | None = None  # time of the last epoch whose RMC gave a date we accept
         self._eof = False
         self._closed = False
         self.ignored = 0  # well-formed sentences of types we do not use
@@ -360,16 +402,22 @@ class NmeaDecoder:
             self._events.append(NmeaRejected("malformed sentence", line))
             return
         kind = str(getattr(msg, "sentence_type", ""))
-        if not isinstance(msg, pynmea2.TalkerSentence) or kind not in _USED_TYPES:
+        if (
+            not isinstance(msg, pynmea2.TalkerSentence)
+            or kind not in _USED_TYPES
+            or str(getattr(msg, "talker", "")) not in GNSS_TALKERS
+        ):
             self.ignored += 1
             return
         try:
             if kind == "RMC":
                 self._rmc(msg)
-            elif kind == "GGA":
-                self._gga(msg)
-            else:
+            elif kind in _QUALITY_TYPES:
+                self._quality(msg, kind)
+            elif kind == "GSA":
                 self._gsa(msg)
+            else:
+                self._vtg(msg)
         except _FieldError as exc:
             self._events.append(NmeaRejected(f"{kind}: {exc}", line))
         except (KeyError, IndexError):
@@ -396,13 +444,25 @@ class NmeaDecoder:
 
     def _maybe_emit(self) -> None:
         ep = self._epoch
-        if ep is not None and not self._epoch_emitted and _USED_TYPES <= ep.seen:
-            self._events.append(ep.to_fix())
+        if (
+            ep is not None
+            and not self._epoch_emitted
+            and "RMC" in ep.seen
+            and "GSA" in ep.seen
+            and ep.seen & _QUALITY_TYPES
+        ):
+            self._emit(ep)
             self._epoch_emitted = True
 
+    def _emit(self, ep: _Epoch) -> None:
+        fix = ep.to_fix(self.min_date, self._dated)
+        if fix.time is not None and ep.day is not None:
+            self._dated = fix.time
+        self._events.append(fix)
+
     def _close_epoch(self) -> None:
-        if self._epoch is not None and not self._epoch_emitted and self._epoch.seen & {"RMC", "GGA"}:
-            self._events.append(self._epoch.to_fix())
+        if self._epoch is not None and not self._epoch_emitted and self._epoch.seen & _TIMED_TYPES:
+            self._emit(self._epoch)
         self._epoch = None
         self._epoch_emitted = False
 
@@ -411,10 +471,9 @@ class NmeaDecoder:
         status = _field(msg, "status")
         lat = _coordinate(_field(msg, "lat"), _field(msg, "lat_dir"), "latitude", 90.0)
         lon = _coordinate(_field(msg, "lon"), _field(msg, "lon_dir"), "longitude", 180.0)
-        knots = _opt_float(_field(msg, "spd_over_grnd"), "speed")
-        if knots is not None and knots < 0:
-            raise _FieldError(f"negative speed {knots!r}")
-        track = _opt_float(_field(msg, "true_course"), "track")
+        knots = _speed_knots(_field(msg, "spd_over_grnd"))
+        track = _track(_field(msg, "true_course"))
+        _no_null_island(lat, lon)
         raw_date = _field(msg, "datestamp")
         day = _date(raw_date)
         mode_indicator = _field(msg, "mode_indicator") if len(msg.data) > 11 else ""
@@ -427,28 +486,64 @@ class NmeaDecoder:
         if lat is not None and lon is not None:
             ep.lat, ep.lon = lat, lon
         ep.speed_mps = None if knots is None else knots * KNOT_MPS
-        ep.track_deg = None if track is None else track % 360.0
+        ep.track_deg = track
         self._maybe_emit()
 
-    def _gga(self, msg: Any) -> None:
+    def _quality(self, msg: Any, kind: str) -> None:
+        """GGA or GNS: fix quality, satellites, HDOP, altitude (and the position when RMC gave none)."""
         tod = _time_of_day(_field(msg, "timestamp"))
         lat = _coordinate(_field(msg, "lat"), _field(msg, "lat_dir"), "latitude", 90.0)
         lon = _coordinate(_field(msg, "lon"), _field(msg, "lon_dir"), "longitude", 180.0)
-        quality = _opt_int(_field(msg, "gps_qual"), "quality")
+        _no_null_island(lat, lon)
+        quality: int | None = None
+        if kind == "GGA":
+            quality = _opt_int(_field(msg, "gps_qual"), "quality")
+            fixed = None if quality is None else quality > 0
+        else:
+            modes = _field(msg, "mode_indicator")
+            fixed = bool(set(modes) & _GNS_FIX_MODES) if modes else None
         sats = _opt_int(_field(msg, "num_sats"), "satellites")
-        hdop = _opt_float(_field(msg, "horizontal_dil"), "hdop")
+        hdop = _opt_float(_field(msg, "horizontal_dil" if kind == "GGA" else "hdop"), "hdop")
+        if hdop is not None and hdop < 0:
+            raise _FieldError(f"negative hdop {hdop!r}")
         alt = _opt_float(_field(msg, "altitude"), "altitude")
-        ep = self._open("GGA", tod)
+        if alt is not None and not MIN_ALT_M <= alt <= MAX_ALT_M:
+            raise _FieldError(f"altitude out of range {alt!r}")
+        ep = self._open(kind, tod)
         if ep is None:
             return
-        ep.gga_quality = quality
+        if ep.seen & _QUALITY_TYPES - {kind}:
+            self._maybe_emit()
+            return  # GGA and GNS of one epoch: the first one wins
+        if kind == "GGA":
+            ep.gga_quality = quality
+        else:
+            ep.gns_valid = fixed
         ep.satellites = sats
         ep.hdop = hdop
         if lat is not None and lon is not None:
             if ep.lat is None:
                 ep.lat, ep.lon = lat, lon
-            ep.alt_m = alt if quality else None
+            ep.alt_m = alt if fixed else None
         self._maybe_emit()
+
+    def _vtg(self, msg: Any) -> None:
+        """VTG: speed and track for the open epoch when its RMC gave none (timeless, like GSA)."""
+        track = _track(_field(msg, "true_track"))
+        knots = _speed_knots(_field(msg, "spd_over_grnd_kts"))
+        if knots is None:
+            kmh = _speed_knots(_field(msg, "spd_over_grnd_kmph"))
+            knots = None if kmh is None else kmh / 1.852
+        if _field(msg, "faa_mode") == "N":
+            return  # the receiver says this velocity is not a fix
+        ep = self._epoch
+        if ep is None or self._epoch_emitted or "VTG" in ep.seen:
+            return
+        ep.seen.add("VTG")
+        if ep.speed_mps is None and knots is not None:
+            ep.speed_mps = knots * KNOT_MPS
+        if ep.track_deg is None:
+            ep.track_deg = track
 
     def _gsa(self, msg: Any) -> None:
         mode = _opt_int(_field(msg, "mode_fix_type"), "fix type")
@@ -464,6 +559,28 @@ class NmeaDecoder:
             if ep.hdop is None:
                 ep.hdop = hdop
         self._maybe_emit()
+
+
+def _speed_knots(raw: str) -> float | None:
+    knots = _opt_float(raw, "speed")
+    if knots is not None and knots < 0:
+        raise _FieldError(f"negative speed {knots!r}")
+    if knots is not None and knots * KNOT_MPS > MAX_SPEED_MPS:
+        raise _FieldError(f"speed out of range {knots!r}")
+    return knots
+
+
+def _track(raw: str) -> float | None:
+    track = _opt_float(raw, "track")
+    if track is not None and not 0.0 <= track <= 360.0:
+        raise _FieldError(f"track out of range {track!r}")
+    return None if track is None else track % 360.0
+
+
+def _no_null_island(lat: float | None, lon: float | None) -> None:
+    """0 N 0 E to the digit is what receivers print before a fix (no car trains in the Gulf of Guinea)."""
+    if lat == 0.0 and lon == 0.0:
+        raise _FieldError("placeholder position 0N 0E")
 
 
 # --- gpsd TPV view ---------------------------------------------------------------------------------------------

@@ -6,7 +6,13 @@
 - ``RouteDriver``: position, speed and course at any simulated second, in closed form (deterministic, no state):
   drive cycles of accelerate - cruise - brake - stop, cruise speed taken in turn from ``SpeedProfile``.
 - ``GpsPty``: a pseudo-terminal whose slave path a ``SerialGpsReader`` opens like a real receiver; a thread
-  writes RMC+GGA+GSA for each simulated second of a ``SimClock``, in order, without gaps or duplicates.
+  writes RMC+GGA+GSA for each epoch (1-10 Hz) of a ``SimClock`` (its factor is the time acceleration), in order,
+  without gaps or duplicates, with the talker asked for (``GN``, ``BD``, ``GP``...).
+- Faults (``GpsFault``, set with ``GpsPty.fault = ...`` while running): no fix, cold start (timeless sentences and
+  placeholder positions dated 1980), garbage bytes (binary noise between and inside sentences), teleport (5.5 km
+  off), clock rollover (dates 1024 weeks back), drift while parked (the car stops; its position wanders a few
+  metres with a noise speed). ``unplug()`` / ``replug()`` close the pty and open a new one behind the same ``link``
+  path, as a USB receiver pulled out and put back.
 """
 
 from __future__ import annotations
@@ -15,11 +21,16 @@ import bisect
 import logging
 import math
 import os
-from dataclasses import dataclass
+import random
+import threading
+import tty
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 
-from firmware_protocols.nmea import GpsFix, nmea_sentences
+from firmware_protocols.nmea import GpsFix, checksum, nmea_sentences
 from simulators.clock import SimClock
 from simulators.pty_device import PtyDevice
 
@@ -88,6 +99,26 @@ TRAINING_GROUND = Route(
     "training-ground",
     RIZHAO_TRAINING_GROUND,
     ((0, 0), (180, 0), (220, 30), (220, 90), (180, 120), (100, 120), (80, 140), (40, 140), (0, 100), (-20, 50)),
+)
+
+#: Figure-eight of the training ground: two 25 m-radius circles touching at the origin, driven as one loop.
+FIGURE_EIGHT = Route(
+    "figure-eight",
+    (35.4210, 119.5190),
+    tuple(
+        (25.0 * math.sin(a) * side, 25.0 - 25.0 * math.cos(a))
+        if side > 0
+        else (25.0 * math.sin(a) * side, -25.0 + 25.0 * math.cos(a))
+        for side in (1, -1)
+        for a in (math.radians(d) for d in range(0, 360, 15))
+    ),
+)
+
+#: Reversing bays (倒车入库): a row of bays entered and left in turn, the lane between them and the bay ends.
+REVERSING_BAYS = Route(
+    "reversing-bays",
+    (35.4195, 119.5215),
+    ((0, 0), (8, 0), (8, -7), (10, -7), (10, 0), (18, 0), (18, -7), (20, -7), (20, 0), (30, 0), (30, 10), (0, 10)),
 )
 
 #: Road loop on public roads east of the ground; ~4.5 km.
@@ -184,6 +215,28 @@ class RouteDriver:
         )
 
 
+class GpsFault(StrEnum):
+    NO_FIX = "no_fix"
+    COLD_START = "cold_start"
+    GARBAGE = "garbage"
+    TELEPORT = "teleport"
+    ROLLOVER = "rollover"
+    PARKED_DRIFT = "parked_drift"
+
+
+#: Teleport distance: 0.05 degree of latitude, ~5.5 km in one epoch (~20,000 km/h at 1 Hz).
+TELEPORT_DEG = 0.05
+#: GPS week-number rollover: the receiver's date is this much in the past.
+ROLLOVER = timedelta(weeks=1024)
+#: Parked drift: standard deviation of the position noise (metres) and of the noise speed (m/s).
+DRIFT_SIGMA_M, DRIFT_SPEED_SIGMA_MPS = 2.0, 0.08
+M_PER_DEG_LAT = 111_195.0
+
+
+def _sentence(body: str) -> bytes:
+    return f"${body}*{checksum(body):02X}\r\n".encode("ascii")
+
+
 @dataclass
 class GpsPtyStats:
     epochs_written: int = 0  # simulated seconds accepted for the pty (written or pending)
@@ -205,20 +258,109 @@ class GpsPty(PtyDevice):
 
     thread_name = "gps-pty"
 
-    def __init__(self, driver: RouteDriver, clock: SimClock, talker: str = "GN") -> None:
+    def __init__(
+        self,
+        driver: RouteDriver,
+        clock: SimClock,
+        talker: str = "GN",
+        *,
+        rate_hz: float = 1.0,
+        link: Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not 1.0 <= rate_hz <= 10.0:
+            raise ValueError("receivers send 1 to 10 epochs a second")
         self.driver = driver
         self.clock = clock
         self.talker = talker
+        self.rate_hz = rate_hz
+        self.link = link
+        self.fault: GpsFault | None = None
         self.stats = GpsPtyStats()
+        self._rng = random.Random(seed)
+        self._parked: GpsFix | None = None
+        self._plug = threading.Lock()
         super().__init__()
         os.set_blocking(self._master, False)
         self._pending = bytearray()
+        self._relink()
+
+    # --- unplug / replug ---
+
+    def _relink(self) -> None:
+        if self.link is not None:
+            self.link.unlink(missing_ok=True)
+            self.link.symlink_to(self.path)
+
+    def unplug(self) -> None:
+        """The receiver is pulled out: its pty closes (a reader sees the device vanish) and ``link`` goes."""
+        with self._plug:
+            for fd in (self._master, self._slave):
+                if fd >= 0:
+                    os.close(fd)
+            self._master = self._slave = -1
+            self._pending.clear()
+            if self.link is not None:
+                self.link.unlink(missing_ok=True)
+
+    def replug(self) -> None:
+        """Plugged back in: a new pty, and ``link`` points to it."""
+        with self._plug:
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)
+            os.set_blocking(self._master, False)
+            self.path = os.ttyname(self._slave)
+            self._relink()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.link is not None:
+            self.link.unlink(missing_ok=True)
+
+    # --- epochs ---
 
     def _epoch_bytes(self, when: datetime) -> bytes:
         t = (when - self.clock.start).total_seconds()
-        return nmea_sentences(self.driver.fix_at(t, when), self.talker)
+        fix = self.driver.fix_at(t, when)
+        fault = self.fault
+        if fault is not GpsFault.PARKED_DRIFT:
+            self._parked = None
+        if fault is None:
+            return nmea_sentences(fix, self.talker)
+        hms = f"{when:%H%M%S}.{when.microsecond // 10000:02d}"
+        if fault is GpsFault.NO_FIX:
+            tk = self.talker
+            return (_sentence(f"{tk}RMC,{hms},V,,,,,,,{when:%d%m%y},,,N")
+                    + _sentence(f"{tk}GGA,{hms},,,,,0,00,99.9,,,,,,")
+                    + _sentence(f"{tk}GSA,A,1,,,,,,,,,,,,,99.9,99.9,99.9"))  # fmt: skip
+        if fault is GpsFault.COLD_START:
+            tk = self.talker
+            return (_sentence(f"{tk}RMC,,V,,,,,,,,,,N")
+                    + _sentence(f"{tk}GGA,{hms},8960.0000,N,00000.0000,E,0,0,,,M,,M,,")
+                    + _sentence(f"{tk}RMC,{hms},V,8960.0000,N,00000.0000,E,0.0,0.0,060180,,,N"))  # fmt: skip
+        if fault is GpsFault.GARBAGE:
+            good = nmea_sentences(fix, self.talker)
+            noise = bytes(self._rng.randrange(256) for _ in range(self._rng.randrange(5, 60)))
+            cut = self._rng.randrange(1, 40)
+            return noise + good[:cut] + noise[:7] + good[cut:] + noise + good  # a damaged copy, then a good one
+        if fault is GpsFault.TELEPORT:
+            return nmea_sentences(replace(fix, lat=(fix.lat or 0.0) + TELEPORT_DEG), self.talker)
+        if fault is GpsFault.ROLLOVER:
+            return nmea_sentences(replace(fix, time=when - ROLLOVER), self.talker)
+        # parked drift: where the car stopped, plus noise
+        if self._parked is None:
+            self._parked = fix
+        base = self._parked
+        assert base.lat is not None and base.lon is not None
+        n, e = self._rng.gauss(0, DRIFT_SIGMA_M), self._rng.gauss(0, DRIFT_SIGMA_M)
+        lat = base.lat + n / M_PER_DEG_LAT
+        lon = base.lon + e / (M_PER_DEG_LAT * math.cos(math.radians(base.lat)))
+        speed = abs(self._rng.gauss(0, DRIFT_SPEED_SIGMA_MPS))
+        drift = replace(fix, lat=lat, lon=lon, speed_mps=speed, track_deg=self._rng.uniform(0, 359))
+        return nmea_sentences(drift, self.talker)
 
     def _run(self) -> None:
+        step = timedelta(seconds=1.0 / self.rate_hz)
         now = self.clock.now()
         nxt = now.replace(microsecond=0) + timedelta(seconds=1)
         while not self._stop.is_set():
@@ -232,7 +374,7 @@ class GpsPty(PtyDevice):
                 else:
                     self.stats.epochs_dropped += 1
                 self.stats.last_epoch = nxt
-                nxt += timedelta(seconds=1)
+                nxt += step
                 batch += 1
             self._flush()
             if batch == MAX_EPOCHS_PER_WRITE:
@@ -241,6 +383,13 @@ class GpsPty(PtyDevice):
             self._stop.wait(min(MAX_IDLE_S, max(0.0, wait)))
 
     def _flush(self) -> None:
+        with self._plug:
+            if self._master < 0:
+                self._pending.clear()  # unplugged: what the receiver says goes nowhere
+                return
+            self._write()
+
+    def _write(self) -> None:
         if not self._pending:
             return
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from firmware_protocols.nmea import (
     KNOT_MPS,
     MAX_NMEA_LINE,
+    MIN_PLAUSIBLE_DATE,
     GpsFix,
     NmeaDecoder,
     NmeaRejected,
@@ -36,8 +37,15 @@ EPOCH = (
 )
 
 
-def decode(*chunks: bytes, eof: bool = True, **kw: bool) -> list[GpsFix | NmeaRejected]:
-    d = NmeaDecoder(**kw)
+#: The captures below are from 2005-2026; a live terminal refuses dates before ``MIN_PLAUSIBLE_DATE``, these tests
+#: decode with this floor (still after the 1999 week-rollover dates of april6_2019.log).
+CAPTURES_FLOOR = date(2000, 1, 1)
+
+
+def decode(
+    *chunks: bytes, eof: bool = True, comments: bool = False, min_date: date = CAPTURES_FLOOR
+) -> list[GpsFix | NmeaRejected]:
+    d = NmeaDecoder(comments=comments, min_date=min_date)
     out: list[GpsFix | NmeaRejected] = []
     for c in chunks:
         d.receive_data(c)
@@ -67,7 +75,7 @@ def check_plausible(fix: GpsFix) -> None:
         assert -180 <= fix.lon <= 180
     if fix.time is not None:
         assert fix.time.tzinfo is not None and fix.time.utcoffset().total_seconds() == 0
-        assert fix.time.year >= 2010
+        assert fix.time.date() >= CAPTURES_FLOOR
     if fix.speed_mps is not None:
         assert 0 <= fix.speed_mps < 600
     if fix.valid:
@@ -134,6 +142,14 @@ def test_week_rollover_date_keeps_position_drops_time() -> None:
     assert fix.time is None and not fix.time_plausible
     assert fix.lat == pytest.approx(48.48334, abs=1e-5) and fix.valid
     assert "time" not in fix_to_tpv(fix)
+
+
+def test_live_default_refuses_dates_before_this_software() -> None:
+    (old,) = fixes(decode(EPOCH, min_date=MIN_PLAUSIBLE_DATE))  # 2015: a rolled-over receiver, not a live fix
+    assert old.time is None and not old.time_plausible and old.valid
+    t = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)
+    (now,) = fixes(decode(nmea_sentences(GpsFix(t, 35.4, 119.5, mode=3, valid=True)), min_date=MIN_PLAUSIBLE_DATE))
+    assert now.time == t
 
 
 def test_no_fix_cold_start_sentences_each_become_mode_1() -> None:
@@ -232,6 +248,8 @@ def test_round_trip_decode_then_build_is_byte_identical() -> None:
 )
 def test_round_trip_property(t: datetime, lat: float, lon: float, speed: float, track: float) -> None:
     t = t.replace(microsecond=t.microsecond // 10000 * 10000)
+    if abs(lat) < 1e-6 and abs(lon) < 1e-6:
+        lat = 0.5  # 0 N 0 E is the placeholder receivers print before a fix: refused (tested elsewhere)
     fix = GpsFix(t, lat, lon, alt_m=5.0, speed_mps=speed, track_deg=track, mode=3, satellites=9, hdop=1.1, valid=True)
     (back,) = decode(nmea_sentences(fix), eof=False)
     assert isinstance(back, GpsFix)
@@ -308,7 +326,7 @@ def test_cli_prints_tpv_and_error_lines(tmp_path: Path, capsys: pytest.CaptureFi
 
     f = tmp_path / "in.nmea"
     f.write_bytes(b"# comment\r\n" + EPOCH + b"\x00\xff junk\r\n" + EPOCH.replace(b"*44", b"*00") + bytes(range(256)))
-    assert run(str(f)) == 0
+    assert run(str(f), CAPTURES_FLOOR) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert lines[0] == fix_to_tpv(decode(EPOCH)[0])  # type: ignore[arg-type]
     assert {x["class"] for x in lines} == {"TPV", "ERROR"}

@@ -123,3 +123,25 @@ def test_teleport_speed_is_not_used_for_distance() -> None:
     out += m.on_tick(T0 + timedelta(minutes=2))
     (minute, *_) = [r for r in records(out) if r.kind is RecordKind.MINUTE]
     assert minute.body["distance_m"] == 0 and minute.body["max_speed"] == 144
+
+
+def test_minute_record_marks_jumps_and_carries_the_clock_offset() -> None:
+    m = signed_in()
+    m.note_clock_offset(-1250)
+    out = m.on_fix(fix(T0, speed=4.0))
+    out += m.on_fix(fix(T0 + timedelta(seconds=1), lat=35.52, speed=4.0))  # 11 km in a second
+    out += m.on_tick(T0 + timedelta(minutes=2))
+    (minute, *_) = [r for r in records(out) if r.kind is RecordKind.MINUTE]
+    assert minute.body["distance_m"] == 0
+    assert minute.body["gnss"] == {"jumps": 1, "clock_offset_ms": -1250}
+
+
+def test_parked_car_drifting_accumulates_no_metres() -> None:
+    m = signed_in()
+    rng = random.Random(5)
+    out = []
+    for s in range(120):
+        out += m.on_fix(fix(T0 + timedelta(seconds=s), lat=35.42 + rng.gauss(0, 2e-5), lon=119.52 + rng.gauss(0, 2e-5),
+                            speed=abs(rng.gauss(0, 0.1))))  # fmt: skip
+    minutes = [r for r in records(out) if r.kind is RecordKind.MINUTE]
+    assert minutes and all(r.body["distance_m"] == 0 for r in minutes)
