@@ -5,6 +5,9 @@ Every adapter returns frames as OpenCV gives them: HxWx3 uint8 in **BGR** order 
 camera unplugged, unreachable, timed out, answering with something that is not an image - is a
 :class:`CameraUnavailable` with a message naming the camera; the caller logs it once and retries with backoff.
 
+A liveness check needs a short sequence rather than one frame: :func:`capture_sequence` takes N frames from any
+:class:`Camera` at a fixed pace (12 over ~1.4 s by default) and stamps each with the monotonic time it arrived.
+
 OpenCV (``cv2``) is imported inside the adapters only, never when this module is imported.
 """
 
@@ -12,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,6 +39,14 @@ MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 
 MAX_FRAME_PIXELS = 16_000_000
 """Largest decoded frame we accept (4K is 8.3 Mpx)."""
+
+DEFAULT_SEQUENCE_FRAMES = 12
+DEFAULT_SEQUENCE_INTERVAL = 0.125
+"""Seconds between the frames of a sequence: 12 frames span ~1.4 s, time for a head turn, and a blink (0.1-0.4 s)
+falls on at least one frame. Faster than most snapshot URLs refresh is pointless (repeated frames)."""
+
+MAX_SEQUENCE_FRAMES = 100
+"""Most frames one sequence may hold (each full-size frame is ~1 MB in memory)."""
 
 
 class CameraUnavailable(Exception):
@@ -173,6 +186,39 @@ class FakeCamera:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+@dataclass(frozen=True)
+class TimedFrame:
+    """A frame of a sequence and when it arrived (monotonic seconds, any origin)."""
+
+    t: float
+    frame: Frame
+
+
+def capture_sequence(
+    camera: Camera,
+    frames: int = DEFAULT_SEQUENCE_FRAMES,
+    interval: float = DEFAULT_SEQUENCE_INTERVAL,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[TimedFrame]:
+    """``frames`` captures from ``camera``, one every ``interval`` seconds (paced on ``clock``, not drifting with
+    the time each capture takes). The first :class:`CameraUnavailable` ends the sequence and is raised."""
+    if not 1 <= frames <= MAX_SEQUENCE_FRAMES:
+        raise ValueError(f"a sequence holds 1-{MAX_SEQUENCE_FRAMES} frames, not {frames}")
+    if interval < 0:
+        raise ValueError("interval must not be negative")
+    start = clock()
+    out: list[TimedFrame] = []
+    for k in range(frames):
+        wait = start + k * interval - clock()
+        if wait > 0:
+            sleep(wait)
+        frame = camera.capture()
+        out.append(TimedFrame(clock(), frame))
+    return out
 
 
 def open_camera(spec: str, *, timeout: float = DEFAULT_SNAPSHOT_TIMEOUT) -> Camera:

@@ -1,46 +1,150 @@
-"""Who is in front of the camera: capture a frame and compare it with the roster's enrolment templates."""
+"""Who is in front of the camera: capture a short frame sequence, compare the face with the claimed person's enrolment
+template (1:1; 1:N among the roster when nobody is named) and judge liveness on the same frames.
+
+One check (:meth:`IdentityChecker.check`) picks a liveness challenge at random (the coach screen tells the person
+what to do, see ``on_challenge``) and makes up to :data:`ATTEMPTS` attempts at it: the challenge is not drawn again
+per attempt, so that a print with cut-out eyes cannot wait for the blink challenge to come up. Each attempt captures
+:data:`agent.camera.DEFAULT_SEQUENCE_FRAMES` frames, finds the faces and their landmarks in every frame (detection
+on a downscaled copy), encodes up to :data:`ENCODE_FRAMES` of them for the match and hands the sequence to the pure
+judge :func:`biometrics.liveness.judge`. The outcome is a :class:`CheckedFace`: a ``FaceOutcome`` (what
+``agent.session`` reads) that also carries the liveness verdict, its figures, the challenge and the time taken.
+
+Liveness ``mode``:
+
+- ``"enforce"``: a sequence that fails liveness fails the check (result ``"fail"``, the reason in ``liveness``);
+- ``"record"``: liveness is measured and recorded, the decision rests on the face match alone (for a terminal
+  whose camera is being commissioned, or a demo that shows still photos);
+- ``"off"``: one frame per attempt, no liveness (the behaviour before liveness existed).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import median
+from typing import Any, Literal
 
-from agent.camera import Camera, CameraUnavailable
+from agent.camera import (
+    DEFAULT_SEQUENCE_FRAMES,
+    DEFAULT_SEQUENCE_INTERVAL,
+    Camera,
+    CameraUnavailable,
+    TimedFrame,
+    capture_sequence,
+)
 from agent.session import FaceOutcome
+from biometrics.liveness import (
+    DEFAULT_POLICY,
+    Challenge,
+    LivenessFrame,
+    LivenessPolicy,
+    LivenessResult,
+    judge,
+)
+from biometrics.templates import distance as template_distance
 
 log = logging.getLogger(__name__)
 
 
-#: Frames tried before a check fails: a real face turns and blinks, so one bad frame must not refuse a person
-#: (the demo clip's frames are 0.39–0.57 from its enrolment photo). Each attempt is a fresh capture.
+#: Sequences tried before a check fails: a real face turns and blinks, so one bad sequence must not refuse a person
+#: (the demo clip's frames are 0.39–0.57 from its enrolment photo). Each attempt is a fresh capture and challenge.
 ATTEMPTS = 3
+
+#: Frames of a sequence encoded for the match (spread over it); the distance is their median. Encoding is the
+#: costly step (~75 ms a face on one core), detection + landmarks ~20-30 ms a frame.
+ENCODE_FRAMES = 3
+
+LivenessMode = Literal["enforce", "record", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedFace(FaceOutcome):
+    """A ``FaceOutcome`` with the evidence of the check.
+
+    - ``liveness``: the judge's verdict and figures (None when liveness is off or no sequence was judged);
+    - ``challenge``: what the person was asked to do;
+    - ``frames``: frames captured; ``elapsed_ms``: the whole attempt, capture included; ``compute_ms``: face
+      detection, landmarks, encoding and judging only.
+
+    :meth:`to_body` adds ``liveness`` (integers only, as signed records need) to the ``result``/``distance`` body.
+    """
+
+    liveness: LivenessResult | None = None
+    challenge: str | None = None
+    frames: int = 0
+    elapsed_ms: int | None = None
+    compute_ms: int | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body = FaceOutcome.to_body(self)  # zero-argument super() does not work in a slots dataclass on 3.11
+        if self.liveness is not None:
+            body["liveness"] = self.liveness.to_body()
+        return body
 
 
 class IdentityChecker:
-    def __init__(self, camera: Camera, engine: Any, threshold: float, attempts: int = ATTEMPTS) -> None:
+    def __init__(
+        self,
+        camera: Camera,
+        engine: Any,
+        threshold: float,
+        attempts: int = ATTEMPTS,
+        *,
+        liveness: LivenessMode = "record",
+        policy: LivenessPolicy = DEFAULT_POLICY,
+        challenges: Sequence[Challenge | str] = (Challenge.BLINK, Challenge.HEAD_TURN),
+        frames: int = DEFAULT_SEQUENCE_FRAMES,
+        interval: float = DEFAULT_SEQUENCE_INTERVAL,
+        rng: random.Random | None = None,
+        on_challenge: Callable[[Challenge], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if liveness not in ("enforce", "record", "off"):
+            raise ValueError(f"liveness mode must be enforce, record or off, not {liveness!r}")
+        if not challenges:
+            raise ValueError("at least one liveness challenge is needed")
         self.attempts = attempts
         self.camera = camera
         self.engine = engine  # biometrics.engine.FaceEngine
         self.threshold = threshold
+        self.liveness: LivenessMode = liveness
+        self.policy = policy
+        self.challenges = [Challenge(c) for c in challenges]
+        self.frames = frames
+        self.interval = interval
+        self.rng = rng if rng is not None else random.SystemRandom()  # a replayer must not guess the next one
+        self.on_challenge = on_challenge
+        self._clock = clock
+        self._sleep = sleep
         self._camera_failing = False
 
     def check(self, candidates: Mapping[str, Any]) -> FaceOutcome:
-        """Identify among ``candidates`` (person id → FaceTemplate): the first passing frame, else the last outcome."""
-        outcome = FaceOutcome("camera_error", None)
+        """Identify among ``candidates`` (person id → FaceTemplate; one entry for a 1:1 check): the first passing
+        attempt, else the last outcome."""
+        outcome: FaceOutcome = FaceOutcome("camera_error", None)
+        challenge = self.rng.choice(self.challenges)
+        if self.liveness != "off" and self.on_challenge is not None:
+            self.on_challenge(challenge)
         for _ in range(self.attempts):
-            outcome = self._check_once(candidates)
+            if self.liveness == "off":
+                outcome = self._check_once(candidates)
+            else:
+                outcome = self._check_sequence(candidates, challenge)
             if outcome.result in ("pass", "camera_error"):
                 break
         return outcome
+
+    # --- one frame, no liveness ---------------------------------------------------------------------------
 
     def _check_once(self, candidates: Mapping[str, Any]) -> FaceOutcome:
         try:
             frame = self.camera.capture()
         except CameraUnavailable as exc:
-            if not self._camera_failing:
-                log.error("camera unavailable: %s", exc)
-            self._camera_failing = True
+            self._camera_lost(exc)
             return FaceOutcome("camera_error", None)
         self._camera_failing = False
         match = self.engine.identify(frame[:, :, ::-1], candidates, self.threshold)  # BGR → RGB
@@ -51,3 +155,79 @@ class IdentityChecker:
         if match.person_id is None:
             return FaceOutcome("fail", None, match.distance)
         return FaceOutcome("pass", match.person_id, match.distance)
+
+    # --- a sequence, with liveness ----------------------------------------------------------------------------
+
+    def _check_sequence(self, candidates: Mapping[str, Any], challenge: Challenge) -> FaceOutcome:
+        started = self._clock()
+        try:
+            shots = capture_sequence(self.camera, self.frames, self.interval, clock=self._clock, sleep=self._sleep)
+        except CameraUnavailable as exc:
+            self._camera_lost(exc)
+            return CheckedFace("camera_error", None, challenge=challenge.value)
+        self._camera_failing = False
+        t0 = time.perf_counter()
+        seq = self._observe(shots)
+        verdict = judge(seq, challenge, self.policy)
+        person, dist = self._match(seq, candidates)
+        several = sum(1 for f in seq if len(f.faces) > 1)
+        single = sum(1 for f in seq if len(f.faces) == 1)
+        compute_ms = round((time.perf_counter() - t0) * 1000)
+        elapsed_ms = round((self._clock() - started) * 1000)
+        evidence: dict[str, Any] = {
+            "liveness": verdict,
+            "challenge": challenge.value,
+            "frames": len(shots),
+            "elapsed_ms": elapsed_ms,
+            "compute_ms": compute_ms,
+        }
+        log.info(
+            "face check: challenge %s, liveness %s, distance %s, %d frames in %d ms (%d ms computing)",
+            challenge.value, verdict.reason or "passed", None if dist is None else round(dist, 3), len(shots),
+            elapsed_ms, compute_ms,
+        )  # fmt: skip
+        if several > self.policy.max_several_fraction * len(seq) or (several and not single):
+            return CheckedFace("several_faces", None, **evidence)
+        if not single:
+            return CheckedFace("no_face", None, **evidence)
+        if person is None:
+            return CheckedFace("fail", None, dist, **evidence)
+        if self.liveness == "enforce" and not verdict.passed:
+            return CheckedFace("fail", person, dist, **evidence)  # the face matched, but it was not alive
+        return CheckedFace("pass", person, dist, **evidence)
+
+    def _observe(self, shots: list[TimedFrame]) -> list[LivenessFrame]:
+        out = []
+        for shot in shots:
+            rgb = shot.frame[:, :, ::-1]  # BGR → RGB
+            out.append(LivenessFrame(rgb, shot.t, tuple(self.engine.sightings(rgb))))
+        return out
+
+    def _match(self, seq: list[LivenessFrame], candidates: Mapping[str, Any]) -> tuple[str | None, float | None]:
+        """(person, median distance) over up to ENCODE_FRAMES frames holding exactly one face: the candidate whose
+        median distance is smallest, if under the threshold."""
+        single = [f for f in seq if len(f.faces) == 1]
+        if not single:
+            return None, None
+        if len(single) <= ENCODE_FRAMES:
+            picked = single
+        else:
+            step = (len(single) - 1) / (ENCODE_FRAMES - 1)
+            picked = [single[round(k * step)] for k in range(ENCODE_FRAMES)]
+        templates = [t for f in picked for t in self.engine.encode_at(f.image, [f.faces[0].box])[:1]]
+        if not templates or not candidates:
+            return None, None
+        best_id: str | None = None
+        best = float("inf")
+        for pid, template in candidates.items():
+            d = float(median(template_distance(t, template) for t in templates))
+            if d < best:
+                best_id, best = pid, d
+        if best < self.threshold:
+            return best_id, best
+        return None, best
+
+    def _camera_lost(self, exc: CameraUnavailable) -> None:
+        if not self._camera_failing:
+            log.error("camera unavailable: %s", exc)
+        self._camera_failing = True

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web-port", type=int, default=8801, help="coach screen; 0 = none")
     run.add_argument("--recheck-minutes", type=int, default=15, help="random face re-check window")
     run.add_argument("--face-threshold", type=float, default=None)
+    run.add_argument("--liveness", choices=["enforce", "record", "off"], default="enforce",
+                     help="enforce: a check without proof of life fails; record: measured and signed, not decisive")
     run.add_argument("--log-level", default="INFO")
     return p
 
@@ -160,13 +162,14 @@ def run(args: argparse.Namespace) -> int:
     has_vehicle = args.vehicle != "none"
     machine = TrainingSession(args.terminal, recheck_minutes=args.recheck_minutes, has_vehicle_signal=has_vehicle)
     identity = IdentityChecker(open_camera(args.camera), FaceEngine(),
-                               args.face_threshold or DEFAULT_MATCH_THRESHOLD)  # fmt: skip
+                               args.face_threshold or DEFAULT_MATCH_THRESHOLD, liveness=args.liveness)  # fmt: skip
     sync_ref: list[RecordSync] = []
     runtime = TerminalRuntime(args.terminal, store, machine, identity, args.data_dir,
                               on_committed=lambda: sync_ref[0].nudge() if sync_ref else None)  # fmt: skip
     sync = RecordSync(store, args.terminal, mqtt_host, mqtt_port, key, runtime.on_roster, tls=tls)
     sync_ref.append(sync)
     gps = SerialGpsReader(args.gps, args.gps_baud, runtime.on_fix)
+    runtime.attach_gps(gps)  # its link state and counters show on the coach screen
     vehicle = None
     if has_vehicle:
         vehicle = Elm327Vehicle(args.vehicle, on_signals=lambda s: runtime.on_vehicle(s.ignition, s.rpm, s.speed_kmh))

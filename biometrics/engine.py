@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from biometrics.errors import EngineUnavailable, FaceEngineError, ImageUnreadable
+from biometrics.liveness import Box, FaceSighting
 from biometrics.templates import DEFAULT_MATCH_THRESHOLD, FaceTemplate, distance
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ large photos are better downscaled by the caller.
 
 DEFAULT_JITTERS = 1
 """Re-samplings per face when encoding. More is slightly more stable and proportionally slower."""
+
+DETECT_WIDTH = 320
+"""Frames wider than this are downscaled (area average) before face *detection* in :meth:`FaceEngine.sightings`;
+landmarks and encodings are then taken on the full frame inside the scaled-back boxes. Detection is the costly part
+of a liveness sequence: on the shared 640x360 clip, 18 ms a frame at 320 px (1 upsample) against 74 ms at full
+size, finding the face in 125 of 131 frames against 127; the 68 landmarks cost under 2 ms a face."""
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Largest image (width x height) we accept: beyond it an image is refused, not decoded into memory."""
@@ -167,12 +174,64 @@ class FaceEngine:
         templates = self.encode(image_rgb)
         return match_templates(templates, candidates, threshold)
 
+    def sightings(
+        self, image_rgb: npt.NDArray[np.uint8], *, detect_width: int | None = DETECT_WIDTH
+    ) -> list[FaceSighting]:
+        """Every face with its box and 68 landmarks (``face_recognition.face_landmarks``, large model).
+
+        Detection runs on a copy downscaled to ``detect_width`` (None: full size); boxes are scaled back to the
+        frame and the landmarks are found on the full frame, so they keep its precision.
+        """
+        rgb = _as_rgb(image_rgb)
+        small, scale = _downscaled(rgb, detect_width)
+        h, w = rgb.shape[:2]
+        with self._lock:
+            found = self._locate(small)
+            boxes: list[Box] = [
+                (max(0, round(t * scale)), min(w, round(r * scale)), min(h, round(b * scale)), max(0, round(x * scale)))
+                for t, r, b, x in found
+            ]
+            if not boxes:
+                return []
+            try:
+                marks = self._fr.face_landmarks(rgb, face_locations=boxes, model="large")
+            except RuntimeError as exc:
+                raise FaceEngineError(f"face landmarks failed: {exc}") from exc
+        return [
+            FaceSighting(box, {k: [(float(x), float(y)) for x, y in pts] for k, pts in lm.items()})
+            for box, lm in zip(boxes, marks, strict=True)
+        ]
+
+    def encode_at(self, image_rgb: npt.NDArray[np.uint8], boxes: list[Box]) -> list[FaceTemplate]:
+        """Templates of the faces in ``boxes`` (from :meth:`sightings`), without detecting again."""
+        rgb = _as_rgb(image_rgb)
+        if not boxes:
+            return []
+        with self._lock:
+            try:
+                vectors = self._fr.face_encodings(rgb, known_face_locations=boxes, num_jitters=self.jitters)
+            except RuntimeError as exc:
+                raise FaceEngineError(f"face encoding failed: {exc}") from exc
+        return [FaceTemplate.from_sequence(v) for v in vectors]
+
     def _locate(self, rgb: npt.NDArray[np.uint8]) -> list[tuple[int, int, int, int]]:
         try:
             boxes = self._fr.face_locations(rgb, number_of_times_to_upsample=self.upsample, model="hog")
         except RuntimeError as exc:
             raise FaceEngineError(f"face detection failed: {exc}") from exc
         return [tuple(int(v) for v in b) for b in boxes]  # type: ignore[misc]
+
+
+def _downscaled(rgb: npt.NDArray[np.uint8], width: int | None) -> tuple[npt.NDArray[np.uint8], float]:
+    """``rgb`` shrunk to ``width`` (area average) and the factor back to full size; unchanged if narrow enough."""
+    h, w = rgb.shape[:2]
+    if width is None or w <= width:
+        return rgb, 1.0
+    from PIL import Image
+
+    height = max(1, round(h * width / w))
+    small = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BOX), dtype=np.uint8)
+    return np.ascontiguousarray(small), w / width
 
 
 def match_templates(

@@ -201,6 +201,9 @@ class Demo:
             f"agent-{car['name']}", "agent", "run", "--data-dir", str(data), "--terminal", terminal,
             "--gps", car["gps"], "--vehicle", car["vehicle"], "--camera", car["camera"],
             "--web-port", str(web_port), "--recheck-minutes", "15",
+            # Five of the six demo people are still photos (only one has a video): liveness is measured and
+            # signed but not decisive here. A real terminal enforces it (the default).
+            "--liveness", "record",
         )  # fmt: skip
         wait_port(web_port, STARTUP_TIMEOUT_S, proc, f"agent of {car['name']}")
         coach_id = f"3711020000000{2}{i + 1:02d}"

@@ -3,12 +3,24 @@
     GET  /cameras                        → {"cameras": {name: scene description}}
     GET  /cameras/{name}/snapshot.jpg    → the camera's current frame (image/jpeg)
     GET  /cameras/{name}/scene           → the scene description
-    POST /cameras/{name}/scene           ← {"image": path} | {"video": path} | {"empty": true}
+    POST /cameras/{name}/scene           ← {"image": path} | {"held": path} | {"video": path, …} | {"empty": true}
 
-A still image is served as is (JPEG) or re-encoded (PNG, …). A video's frames advance with real time at the
-clip's frame rate and loop: what a camera watching a live person sees. ``{"empty": true}`` is an empty car
-seat: a plain grey frame with no face. Unknown camera: 404; a body that is not the JSON above, or a file that
-cannot be read: 400 with ``{"error": reason}``.
+Scenes, i.e. what is in front of the camera:
+
+- ``{"image": path}``: a still picture, served as is (JPEG) or re-encoded (PNG, …): the same bytes every time, as a
+  frozen feed or a photo on a perfect stand gives. A liveness check sees ``frozen_frames``.
+- ``{"held": path}``: the photo printed and held up by a hand: every frame shows it smaller than the frame on a
+  dark background, moved by a small wobble (±2.5° roll, ±8 px, a slight perspective tilt), with sensor noise (σ 2
+  grey levels) and light flicker; :data:`HELD_FRAMES` frames at :data:`HELD_FPS`, looping, seeded so runs repeat.
+  Not frozen and not still: a liveness check must see that the face is flat (``flat_face``).
+- ``{"video": path}``: a clip. Optional ``"start"``/``"end"`` (frame numbers, end excluded) keep a segment (the
+  one that answers a challenge, or a short loop for a replay attack). ``"advance": "time"`` (default) plays it at
+  the clip's frame rate with real time, looping: what a camera watching a live person sees. ``"advance":
+  "request"`` serves the next frame at each snapshot request, moving ``"stride"`` frames on (default 1), so a test
+  gets the same successive frames whatever its timing.
+- ``{"empty": true}``: an empty car seat: a plain grey frame with no face.
+
+Unknown camera: 404; a body that is not the JSON above, or a file that cannot be read: 400 with ``{"error": reason}``.
 
 The same is available in-process through :meth:`CameraSimulator.set_scene`. Paths are read on the simulator's
 machine. No imports from ``agent`` or ``server``: the terminal sees this only through its HTTP snapshot URL.
@@ -46,6 +58,17 @@ EMPTY_FRAME_SIZE = (640, 480)
 """Width, height of the empty-seat frame."""
 
 EMPTY_FRAME_GREY = 128
+
+HELD_FRAMES = 45
+HELD_FPS = 15.0
+"""A held photo loops every 3 s."""
+HELD_PHOTO_HEIGHT = 300
+"""Height (px) of the held photo inside the 640x480 frame: a print held at arm's length."""
+HELD_BACKGROUND = 60
+HELD_NOISE_SIGMA = 2.0
+HELD_SEED = 1
+
+ADVANCE_MODES = ("time", "request")
 JPEG_QUALITY = 90
 DEFAULT_FPS = 25.0
 """Frame rate assumed when a video file does not state one."""
@@ -91,24 +114,35 @@ def _check_file(path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Scene:
-    kind: str  # "empty" | "image" | "video"
+    kind: str  # "empty" | "image" | "held" | "video"
     source: str | None
     frames: tuple[bytes, ...]
     fps: float
     started: float
+    advance: str = "time"
+    stride: int = 1
+    segment: tuple[int, int] | None = None  # first and end (excluded) frame of a video kept
 
-    def frame_index(self, now: float) -> int:
+    def frame_index(self, now: float, served: int) -> int:
         if len(self.frames) == 1:
             return 0
+        if self.advance == "request":
+            return (served * self.stride) % len(self.frames)
         return int((now - self.started) * self.fps) % len(self.frames)
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind}
         if self.source is not None:
             d["source"] = self.source
-        if self.kind == "video":
+        if self.kind in ("video", "held"):
             d["frames"] = len(self.frames)
             d["fps"] = self.fps
+        if self.kind == "video":
+            d["advance"] = self.advance
+            if self.advance == "request":
+                d["stride"] = self.stride
+            if self.segment is not None:
+                d["start"], d["end"] = self.segment
         return d
 
 
@@ -133,9 +167,47 @@ def _image_scene(path: Path, now: float) -> _Scene:
     return _Scene("image", str(path), (jpeg,), 0.0, now)
 
 
-def _video_scene(path: Path, now: float) -> _Scene:
+def _held_scene(path: Path, now: float) -> _Scene:
+    """A printed photo held up by a hand: see the module docstring."""
+    import cv2
+    import numpy as np
+
+    _check_file(path)
+    photo = cv2.imdecode(np.frombuffer(path.read_bytes(), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if photo is None:
+        raise SceneError(f"{path}: not an image")
+    w, h = EMPTY_FRAME_SIZE
+    scale = min(HELD_PHOTO_HEIGHT / photo.shape[0], (w * 0.7) / photo.shape[1])
+    small = cv2.resize(photo, (max(1, int(photo.shape[1] * scale)), max(1, int(photo.shape[0] * scale))),
+                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    canvas = np.full((h, w, 3), HELD_BACKGROUND, np.uint8)
+    y, x = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
+    canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+    rng = np.random.default_rng(HELD_SEED)
+    frames: list[bytes] = []
+    for k in range(HELD_FRAMES):
+        phase = 2 * np.pi * k / HELD_FRAMES * 4  # four slow sways per loop
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 2.5 * np.sin(phase), 1 + 0.03 * np.sin(phase * 0.5))
+        m = np.vstack([m, [1.2e-4 * np.sin(phase * 1.1), 8e-5 * np.cos(phase), 1.0]])
+        m[0, 2] += 8 * np.sin(phase * 1.3)
+        m[1, 2] += 6 * np.cos(phase * 0.9)
+        warped = cv2.warpPerspective(canvas, m, (w, h), borderValue=(HELD_BACKGROUND,) * 3)
+        lit = warped.astype(np.float64) * (1 + 0.03 * np.sin(phase * 2)) + rng.normal(0, HELD_NOISE_SIGMA, warped.shape)
+        frames.append(_encode_jpeg(np.clip(lit, 0, 255).astype(np.uint8)))
+    return _Scene("held", str(path), tuple(frames), HELD_FPS, now)
+
+
+def _video_scene(
+    path: Path, now: float, *, start: int = 0, end: int | None = None, advance: str = "time", stride: int = 1
+) -> _Scene:
     import cv2
 
+    if start < 0 or (end is not None and end <= start):
+        raise SceneError(f"bad segment: start {start}, end {end}")
+    if advance not in ADVANCE_MODES:
+        raise SceneError(f'"advance" must be one of {", ".join(ADVANCE_MODES)}')
+    if stride < 1:
+        raise SceneError('"stride" must be at least 1')
     _check_file(path)
     cap = cv2.VideoCapture(str(path))
     try:
@@ -143,16 +215,21 @@ def _video_scene(path: Path, now: float) -> _Scene:
             raise SceneError(f"{path}: not a video OpenCV can open")
         fps = float(cap.get(cv2.CAP_PROP_FPS)) or DEFAULT_FPS
         frames: list[bytes] = []
-        while len(frames) < MAX_VIDEO_FRAMES:
+        index = 0
+        while len(frames) < MAX_VIDEO_FRAMES and (end is None or index < end):
             ok, frame = cap.read()
             if not ok:
                 break
-            frames.append(_encode_jpeg(frame))
+            if index >= start:
+                frames.append(_encode_jpeg(frame))
+            index += 1
     finally:
         cap.release()
     if not frames:
-        raise SceneError(f"{path}: no frames could be read")
-    return _Scene("video", str(path), tuple(frames), fps if fps > 0 else DEFAULT_FPS, now)
+        raise SceneError(f"{path}: no frames could be read" + (f" from frame {start}" if start else ""))
+    segment = None if start == 0 and end is None else (start, start + len(frames))
+    fps = fps if fps > 0 else DEFAULT_FPS
+    return _Scene("video", str(path), tuple(frames), fps, now, advance, stride, segment)
 
 
 class CameraSimulator:
@@ -180,6 +257,7 @@ class CameraSimulator:
         self._lock = threading.Lock()
         empty = _empty_scene(clock())
         self._scenes: dict[str, _Scene] = {name: empty for name in names}
+        self._served: dict[str, int] = {name: 0 for name in names}  # snapshots served since the scene was set
         self._host = host
         self._port = port
         self._server: ThreadingHTTPServer | None = None
@@ -240,25 +318,36 @@ class CameraSimulator:
         image: str | Path | None = None,
         video: str | Path | None = None,
         empty: bool = False,
+        held: str | Path | None = None,
+        start: int = 0,
+        end: int | None = None,
+        advance: str = "time",
+        stride: int = 1,
     ) -> dict[str, Any]:
-        """Show an image, play a video (looping, real time) or an empty seat on camera ``name``.
+        """Show an image, a held photo, a video or an empty seat on camera ``name`` (see the module docstring).
 
-        Exactly one of ``image``, ``video``, ``empty=True``. Raises :class:`UnknownCamera` or
-        :class:`SceneError`. Returns the scene description.
+        Exactly one of ``image``, ``held``, ``video``, ``empty=True``; ``start``, ``end``, ``advance`` and
+        ``stride`` apply to a video. Raises :class:`UnknownCamera` or :class:`SceneError`. Returns the scene
+        description.
         """
         self._scene(name)
-        chosen = [k for k, v in (("image", image), ("video", video), ("empty", empty)) if v]
+        chosen = [k for k, v in (("image", image), ("held", held), ("video", video), ("empty", empty)) if v]
         if len(chosen) != 1:
-            raise SceneError('give exactly one of "image", "video" or "empty": true')
+            raise SceneError('give exactly one of "image", "held", "video" or "empty": true')
+        if not video and (start, end, advance, stride) != (0, None, "time", 1):
+            raise SceneError('"start", "end", "advance" and "stride" apply to a video only')
         now = self._clock()
         if image:
             scene = _image_scene(Path(image), now)
+        elif held:
+            scene = _held_scene(Path(held), now)
         elif video:
-            scene = _video_scene(Path(video), now)
+            scene = _video_scene(Path(video), now, start=start, end=end, advance=advance, stride=stride)
         else:
             scene = _empty_scene(now)
         with self._lock:
             self._scenes[name] = scene
+            self._served[name] = 0
         log.info("camera %s: %s", name, scene.describe())
         return scene.describe()
 
@@ -266,9 +355,16 @@ class CameraSimulator:
         return self._scene(name).describe()
 
     def snapshot(self, name: str) -> tuple[bytes, int]:
-        """The current JPEG of camera ``name`` and its frame index within the scene."""
-        scene = self._scene(name)
-        index = scene.frame_index(self._clock())
+        """The current JPEG of camera ``name`` and its frame index within the scene (a served snapshot: a video
+        played per request moves on)."""
+        now = self._clock()
+        with self._lock:
+            try:
+                scene = self._scenes[name]
+            except KeyError:
+                raise UnknownCamera(name) from None
+            index = scene.frame_index(now, self._served[name])
+            self._served[name] += 1
         return scene.frames[index], index
 
     def _scene(self, name: str) -> _Scene:
@@ -366,14 +462,26 @@ def _make_handler(sim: CameraSimulator) -> type[BaseHTTPRequestHandler]:
 
 def _scene_from_json(sim: CameraSimulator, name: str, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise SceneError('body must be a JSON object: {"image": path} | {"video": path} | {"empty": true}')
-    unknown = set(body) - {"image", "video", "empty"}
+        raise SceneError(
+            'body must be a JSON object: {"image": path} | {"held": path} | {"video": path, …} | {"empty": true}'
+        )
+    unknown = set(body) - {"image", "held", "video", "empty", "start", "end", "advance", "stride"}
     if unknown:
         raise SceneError(f"unknown fields: {', '.join(sorted(unknown))}")
-    image, video, empty = body.get("image"), body.get("video"), body.get("empty", False)
-    for key, value in (("image", image), ("video", video)):
+    image, held, video = body.get("image"), body.get("held"), body.get("video")
+    empty = body.get("empty", False)
+    for key, value in (("image", image), ("held", held), ("video", video)):
         if value is not None and (not isinstance(value, str) or not value):
             raise SceneError(f'"{key}" must be a non-empty path string')
     if not isinstance(empty, bool):
         raise SceneError('"empty" must be true or false')
-    return sim.set_scene(name, image=image, video=video, empty=empty)
+    start, end, stride = body.get("start", 0), body.get("end"), body.get("stride", 1)
+    for key, value in (("start", start), ("end", end), ("stride", stride)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SceneError(f'"{key}" must be an integer')
+    advance = body.get("advance", "time")
+    if not isinstance(advance, str):
+        raise SceneError('"advance" must be "time" or "request"')
+    return sim.set_scene(
+        name, image=image, held=held, video=video, empty=empty, start=start, end=end, advance=advance, stride=stride
+    )
