@@ -7,7 +7,8 @@ setup:
 demo: setup
 	.venv/bin/jiapei demo $(ARGS)
 
-test: setup
+test:
+	JIAPEI_BROWSER=1 ./scripts/bootstrap.sh
 	.venv/bin/pytest -q $(ARGS)
 
 lint: setup
