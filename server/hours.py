@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from firmware_protocols.identifiers import CourseCode, beijing_day
@@ -24,6 +24,8 @@ class PartProgress:
     valid_minutes: int
     required_minutes: int
     complete: bool
+    mileage_m: int = field(default=0, compare=False)
+    required_mileage_m: int = field(default=0, compare=False)
 
 
 def part_of_course(course: str) -> int:
@@ -40,9 +42,17 @@ def credited_xueshi(valid_minutes: int, policy: Policy) -> tuple[int, int]:
 
 
 def progress(
-    student: str, licence_class: str, valid_minutes_by_part: Mapping[int, int], policy: Policy
+    student: str,
+    licence_class: str,
+    valid_minutes_by_part: Mapping[int, int],
+    policy: Policy,
+    mileage_m_by_part: Mapping[int, int] | None = None,
 ) -> list[PartProgress]:
-    """Progress of each part 1–4; a part missing from ``valid_minutes_by_part`` has 0 valid minutes."""
+    """Progress of each part 1–4; a part missing from ``valid_minutes_by_part`` has 0 valid minutes.
+
+    With ``mileage_m_by_part`` (metres covered by the valid minutes of each part) a part is complete only when it
+    also has the policy's minimum mileage; without it the mileage is not checked.
+    """
     unknown = sorted(set(valid_minutes_by_part) - set(PARTS))
     if unknown:
         raise ValueError(f"parts are 1-4, got {unknown}")
@@ -52,21 +62,33 @@ def progress(
         if valid < 0:
             raise ValueError(f"part {part}: valid minutes must not be negative, got {valid}")
         required = policy.required_minutes(licence_class, part)
-        result.append(PartProgress(student, licence_class, part, valid, required, valid >= required))
+        complete = valid >= required
+        mileage = required_mileage = 0
+        if mileage_m_by_part is not None:
+            mileage = mileage_m_by_part.get(part, 0)
+            required_mileage = policy.required_mileage_m(licence_class, part)
+            complete = complete and mileage >= required_mileage
+        result.append(
+            PartProgress(student, licence_class, part, valid, required, complete, mileage, required_mileage)
+        )
     return result
 
 
-def apply_daily_cap(minutes: Sequence[tuple[str, datetime, bool]], policy: Policy) -> set[str]:
+def apply_daily_cap(
+    minutes: Sequence[tuple[str, datetime, bool]], policy: Policy, cap: int | None = None
+) -> set[str]:
     """Record numbers over the daily cap, from one student's practical minutes ``(record_no, start, valid)``.
 
     Only valid minutes count toward the cap; per Beijing day the earliest ``policy.daily_cap_minutes_practical``
     valid minutes (by start, then record number) are kept and every later valid one is returned, so that the
     caller marks it invalid with reason ``daily_cap``. A record number seen twice counts once. Order-independent.
+    ``cap`` overrides the practical cap (the ledger passes ``policy.daily_cap_minutes_classroom`` for classroom,
+    simulator and remote minutes).
     """
     for record_no, start, _valid in minutes:
         if start.tzinfo is None:
             raise ValueError(f"minute {record_no}: start must be an aware datetime")
-    cap = policy.daily_cap_minutes_practical
+    cap = policy.daily_cap_minutes_practical if cap is None else cap
     counted: dict[date, int] = defaultdict(int)
     seen: set[str] = set()
     over: set[str] = set()

@@ -13,29 +13,57 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from firmware_protocols.errors import MalformedMessage
 from firmware_protocols.identifiers import CourseCode
+from firmware_protocols.records import RecordKind, parse_time
 from server.clock import Clock
 from server.db import SessionFactory
 from server.hours import apply_daily_cap, progress
-from server.models import REVIEW_PENDING, HourTotal, Minute, StageReview, Student, TrainingSession
+from server.models import (
+    ITEM_FAILED,
+    ITEM_OPEN,
+    ITEM_PASSED,
+    ITEM_RESOLVED,
+    MINUTE_AUTO_FAILED,
+    MINUTE_AUTO_PASSED,
+    MINUTE_MANUAL_FAILED,
+    MINUTE_MANUAL_PASSED,
+    MINUTE_UNDER_REVIEW,
+    REVIEW_ACCEPTED,
+    REVIEW_PENDING,
+    Coach,
+    HourTotal,
+    Minute,
+    RawRecord,
+    ReviewItem,
+    StageReview,
+    Student,
+    Terminal,
+    TrainingSession,
+)
 from server.policy import Policy
-from server.validation.minutes import Fix30, MinuteFacts, judge_minutes
-from server.validation.reasons import Reason
+from server.review import latest_decisions, session_target
+from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
+from server.validation.minutes import Fix30, MinuteFacts
+from server.validation.reasons import REVIEW_REASONS, Reason
+from server.validation.session import Photo, SessionFacts, judge_session
 
 log = logging.getLogger(__name__)
 
 PRACTICAL_MODE = 1
 
 
-def facts_of(m: Minute, session: str) -> MinuteFacts:
+def facts_of(m: Minute, session: str, **context: Any) -> MinuteFacts:
+    """The audit's view of a stored minute; ``context`` sets the facts that come from other rows (school, arrival,
+    the coach's classes...)."""
     f = m.facts
     fix = f.get("fix30")
     fix30 = None
+    fix30_time = None
     if isinstance(fix, dict):
         fix30 = Fix30(
             lat_e6=int(fix.get("lat", 0)),
@@ -45,6 +73,10 @@ def facts_of(m: Minute, session: str) -> MinuteFacts:
             hdop10=_int_or_none(fix.get("hdop")),
             speed_dkmh=int(fix.get("speed") or 0),
         )
+        try:
+            fix30_time = parse_time(fix["t"]) if "t" in fix else None
+        except MalformedMessage:
+            fix30_time = None
     return MinuteFacts(
         record_no=m.record_no,
         terminal=m.terminal_id,
@@ -59,6 +91,8 @@ def facts_of(m: Minute, session: str) -> MinuteFacts:
         fix30=fix30,
         rpm=_int_or_none(f.get("rpm")),
         face_result=f.get("face_result"),
+        fix30_time=fix30_time,
+        **context,
     )
 
 
@@ -72,7 +106,7 @@ def stage_notice_id(student: str, part: int) -> str:
 
 
 class Ledger:
-    """Re-judges sessions, recomputes hour totals and enqueues stage reviews."""
+    """Re-judges sessions, recomputes hour totals, keeps the review queue and enqueues stage reviews."""
 
     def __init__(self, session_factory: SessionFactory, policy: Policy, clock: Clock) -> None:
         self._sf = session_factory
@@ -80,30 +114,115 @@ class Ledger:
         self._clock = clock
 
     def after_ingest(self, session_ids: Iterable[int]) -> list[str]:
-        """Hook for :class:`server.ingest.Ingestor`: returns the notice ids of stage reviews created."""
-        students = self.rejudge_sessions(session_ids)
+        """Hook for :class:`server.ingest.Ingestor`: returns the notice ids of stage reviews created.
+
+        Besides the sessions the batch touched, the sessions whose verdicts depend on them are re-judged: the same
+        student's or coach's sessions on other terminals around the same minutes (overlaps) and the later minutes
+        of the same chain (backdating). So late records give the verdicts that the same records in order give.
+        """
+        students = self.rejudge_sessions(self.affected_sessions(session_ids))
         return self.recompute_students(students)
+
+    def affected_sessions(self, session_ids: Iterable[int]) -> set[int]:
+        touched = set(session_ids)
+        out = set(touched)
+        with self._sf() as s:
+            for sid in sorted(touched):
+                rows = s.execute(select(Minute.terminal_id, Minute.chain, Minute.seq, Minute.start, Minute.student_id,
+                                        Minute.coach_id).where(Minute.session_id == sid)).all()  # fmt: skip
+                if not rows:
+                    continue
+                terminal = rows[0].terminal_id
+                first, last = min(r.start for r in rows), max(r.start for r in rows)
+                for chain in {r.chain for r in rows}:
+                    low = min(r.seq for r in rows if r.chain == chain)
+                    out.update(s.scalars(select(Minute.session_id).distinct().where(
+                        Minute.terminal_id == terminal, Minute.chain == chain, Minute.seq > low,
+                        Minute.start < last)))  # fmt: skip
+                people = or_(Minute.student_id.in_({r.student_id for r in rows}),
+                             Minute.coach_id.in_({r.coach_id for r in rows}))  # fmt: skip
+                out.update(s.scalars(select(Minute.session_id).distinct().where(
+                    Minute.terminal_id != terminal, Minute.start > first - OVERLAP, Minute.start < last + OVERLAP,
+                    people)))  # fmt: skip
+        return out
 
     def rejudge_sessions(self, session_ids: Iterable[int]) -> set[str]:
         """Judge all minutes of each session at once; returns the students whose minutes were judged."""
         students: set[str] = set()
         now = self._clock()
         with self._sf() as s, s.begin():
+            people = _People(s)
             for sid in sorted(set(session_ids)):
                 ts = s.get(TrainingSession, sid)
-                if ts is None:
-                    continue
-                minutes = list(s.scalars(select(Minute).where(Minute.session_id == sid)))
-                by_no = {m.record_no: m for m in minutes}
-                for verdict in judge_minutes([facts_of(m, ts.session) for m in minutes], self.policy):
-                    m = by_no[verdict.record_no]
-                    capped = Reason.DAILY_CAP in (m.reasons or [])
-                    reasons = sorted(set(verdict.reasons) | ({str(Reason.DAILY_CAP)} if capped else set()))
-                    m.valid, m.reasons, m.judged_at = not reasons, reasons, now
-                    students.add(m.student_id)
-                ts.minutes_count = len(minutes)
-                ts.valid_minutes = sum(1 for m in minutes if m.valid)
+                if ts is not None:
+                    students |= self._rejudge(s, ts, people, now)
         return students
+
+    def _rejudge(self, s: Session, ts: TrainingSession, people: _People, now: datetime) -> set[str]:
+        minutes = list(s.scalars(select(Minute).where(Minute.session_id == ts.id)))
+        school = people.terminal_school(ts.terminal_id)
+        arrivals = _arrivals(s, minutes)
+        facts = []
+        for m in minutes:
+            coach = people.coach(m.coach_id)
+            facts.append(facts_of(m, ts.session, received_at=arrivals.get((m.chain, m.seq)), school=school,
+                                  student_school=people.student_school(m.student_id),
+                                  coach_school=coach[0] if coach else None,
+                                  coach_classes=coach[1] if coach else ()))  # fmt: skip
+        extra = _cross_reasons(s, ts, minutes)
+        verdict = judge_session(facts, _session_facts(s, ts), self.policy, extra)
+        by_no = {m.record_no: m for m in minutes}
+        target = session_target(ts.terminal_id, ts.session)
+        manual = latest_decisions(s, [target, *by_no])
+        suspicious: dict[str, set[str]] = {}
+        for v in verdict.minutes:
+            m = by_no[v.record_no]
+            capped = Reason.DAILY_CAP in (m.reasons or [])
+            reasons = set(v.reasons)
+            decision = manual.get(m.record_no) or manual.get(target)
+            if decision == "pass":
+                status = MINUTE_MANUAL_PASSED
+            elif decision == "fail":
+                status, reasons = MINUTE_MANUAL_FAILED, reasons | {str(Reason.MANUAL_FAILED)}
+            elif reasons & REVIEW_REASONS:
+                status = MINUTE_UNDER_REVIEW
+                suspicious[m.record_no] = reasons & REVIEW_REASONS
+            else:
+                status = MINUTE_AUTO_FAILED if reasons else MINUTE_AUTO_PASSED
+            m.status = status
+            m.reasons = sorted(reasons | ({str(Reason.DAILY_CAP)} if capped else set()))
+            m.valid = status in (MINUTE_AUTO_PASSED, MINUTE_MANUAL_PASSED) and not capped
+            m.judged_at = now
+        ts.minutes_count = len(minutes)
+        ts.valid_minutes = sum(1 for m in minutes if m.valid)
+        ts.distance_m = verdict.distance_m
+        ts.reasons = list(verdict.reasons)
+        self._queue(s, ts, minutes, suspicious, now)
+        return {m.student_id for m in minutes}
+
+    def _queue(self, s: Session, ts: TrainingSession, minutes: list[Minute], suspicious: dict[str, set[str]],
+               now: datetime) -> None:  # fmt: skip
+        """Open, update or resolve the session's review item."""
+        key = f"session:{session_target(ts.terminal_id, ts.session)}"
+        item = s.scalar(select(ReviewItem).where(ReviewItem.key == key))
+        if not suspicious:
+            if item is not None and item.status == ITEM_OPEN:
+                decided = {m.status for m in minutes} & {MINUTE_MANUAL_PASSED, MINUTE_MANUAL_FAILED}
+                item.status = (ITEM_FAILED if MINUTE_MANUAL_FAILED in decided else ITEM_PASSED) if decided \
+                    else ITEM_RESOLVED  # fmt: skip
+                item.updated_at = now
+            return
+        records = sorted(suspicious)
+        reasons = sorted({r for codes in suspicious.values() for r in codes})
+        parts = sorted({m.part for m in minutes if m.record_no in suspicious})
+        if item is None:
+            item = ReviewItem(key=key, kind="session", terminal_id=ts.terminal_id, session=ts.session, record_no=None,
+                              student_id=ts.student_id or minutes[0].student_id, parts=parts, reasons=reasons,
+                              records=records, status=ITEM_OPEN, created_at=now, updated_at=now)  # fmt: skip
+            s.add(item)
+        elif (item.status, item.reasons, item.records, item.parts) != (ITEM_OPEN, reasons, records, parts):
+            item.status, item.reasons, item.records, item.parts, item.updated_at = (
+                ITEM_OPEN, reasons, records, parts, now)  # fmt: skip
 
     def recompute_students(self, students: Iterable[str]) -> list[str]:
         created: list[str] = []
@@ -121,21 +240,25 @@ class Ledger:
             student = s.get(Student, student_id)
             minutes = list(s.scalars(select(Minute).where(Minute.student_id == student_id, Minute.valid.is_not(None))))
             self._apply_daily_cap(s, minutes)
+            self._flag_flips(s, student_id, minutes, now)
             if student is None:
                 log.info("minutes of unenrolled student %s: no hour totals", student_id)
                 return []
             valid_by_part: dict[int, int] = defaultdict(int)
+            mileage_by_part: dict[int, int] = defaultdict(int)
             for m in minutes:
                 if m.valid:
                     valid_by_part[m.part] += 1
-            for p in progress(student_id, student.licence_class, valid_by_part, self.policy):
+                    mileage_by_part[m.part] += int(m.facts.get("distance_m") or 0)
+            blocked = _parts_under_review(s, student_id)
+            for p in progress(student_id, student.licence_class, valid_by_part, self.policy, mileage_by_part):
                 row = s.get(HourTotal, (student_id, p.part))
                 if row is None:
                     row = HourTotal(student_id=student_id, part=p.part)
                     s.add(row)
                 row.licence_class, row.valid_minutes = p.licence_class, p.valid_minutes
                 row.required_minutes, row.complete, row.updated_at = p.required_minutes, p.complete, now
-                if p.complete and p.required_minutes > 0:
+                if p.complete and p.required_minutes > 0 and p.part not in blocked:
                     notice_id = stage_notice_id(student_id, p.part)
                     if s.scalar(select(StageReview.id).where(StageReview.notice_id == notice_id)) is None:
                         records = sorted(m.record_no for m in minutes if m.valid and m.part == p.part)
@@ -144,17 +267,46 @@ class Ledger:
         return created
 
     def _apply_daily_cap(self, s: Session, minutes: list[Minute]) -> None:
-        practical = [m for m in minutes if _is_practical(m.course)]
-        judged = [(m.record_no, m.start, not [r for r in m.reasons if r != Reason.DAILY_CAP]) for m in practical]
-        over = apply_daily_cap(judged, self.policy)
-        for m, (_no, _start, ok) in zip(practical, judged, strict=True):
-            reasons = sorted(
-                {r for r in m.reasons if r != Reason.DAILY_CAP}
-                | ({str(Reason.DAILY_CAP)} if m.record_no in over else set())
-            )
-            if reasons != m.reasons:
-                m.reasons = reasons
-            m.valid = ok and m.record_no not in over
+        """Practical and classroom minutes each against their own cap, per Beijing day (valid before the cap:
+        auto- or manually passed)."""
+        groups: dict[bool, list[Minute]] = {True: [], False: []}
+        for m in minutes:
+            groups[_is_practical(m.course)].append(m)
+        for practical, group in groups.items():
+            cap = self.policy.daily_cap_minutes_practical if practical else self.policy.daily_cap_minutes_classroom
+            judged = [(m.record_no, m.start, m.status in (MINUTE_AUTO_PASSED, MINUTE_MANUAL_PASSED)) for m in group]
+            over = apply_daily_cap(judged, self.policy, cap)
+            for m, (_no, _start, ok) in zip(group, judged, strict=True):
+                reasons = sorted(
+                    {r for r in m.reasons if r != Reason.DAILY_CAP}
+                    | ({str(Reason.DAILY_CAP)} if m.record_no in over else set())
+                )
+                if reasons != m.reasons:
+                    m.reasons = reasons
+                m.valid = ok and m.record_no not in over
+        # A session's count is what its minutes say after the cap (the cap may move across sessions of a day).
+        counts: dict[int, int] = defaultdict(int)
+        for m in minutes:
+            counts[m.session_id] += 1 if m.valid else 0
+        for session_id, valid in counts.items():
+            ts = s.get(TrainingSession, session_id)
+            if ts is not None and ts.valid_minutes != valid:
+                ts.valid_minutes = valid
+
+    def _flag_flips(self, s: Session, student_id: str, minutes: list[Minute], now: datetime) -> None:
+        """A minute inside an accepted stage review that is no longer valid is never changed silently: review item."""
+        accepted = s.scalars(select(StageReview).where(StageReview.student_id == student_id,
+                                                       StageReview.status == REVIEW_ACCEPTED))  # fmt: skip
+        sent = {no for r in accepted for no in r.notice.get("records", [])}
+        for m in minutes:
+            if m.record_no in sent and not m.valid:
+                key = f"minute:{m.record_no}"
+                item = s.scalar(select(ReviewItem).where(ReviewItem.key == key))
+                if item is None:
+                    s.add(ReviewItem(key=key, kind="minute", terminal_id=m.terminal_id, session=str(m.session_id),
+                                     record_no=m.record_no, student_id=student_id, parts=[m.part],
+                                     reasons=["accepted_minute_flipped", *m.reasons], records=[m.record_no],
+                                     status=ITEM_OPEN, created_at=now, updated_at=now))  # fmt: skip
 
     def _stage_review(self, student: Student, part: int, valid: int, records: list[str], now: datetime) -> StageReview:
         from server.exam_client import StageReviewNotice  # the adapter to the exam side
@@ -191,3 +343,103 @@ def _is_practical(course: str) -> bool:
         return CourseCode.parse(course).mode == PRACTICAL_MODE
     except MalformedMessage:
         return False
+
+
+class _People:
+    """Schools and licences looked up once per re-judging pass."""
+
+    def __init__(self, s: Session) -> None:
+        self._s = s
+        self._terminals: dict[str, str | None] = {}
+        self._students: dict[str, str | None] = {}
+        self._coaches: dict[str, tuple[str, tuple[str, ...]] | None] = {}
+
+    def terminal_school(self, terminal: str) -> str | None:
+        if terminal not in self._terminals:
+            row = self._s.get(Terminal, terminal)
+            self._terminals[terminal] = row.school_id if row is not None else None
+        return self._terminals[terminal]
+
+    def student_school(self, student: str) -> str | None:
+        if student not in self._students:
+            row = self._s.get(Student, student)
+            self._students[student] = row.school_id if row is not None else None
+        return self._students[student]
+
+    def coach(self, coach: str) -> tuple[str, tuple[str, ...]] | None:
+        """(school, licence classes), or None for a coach not registered."""
+        if coach not in self._coaches:
+            row = self._s.get(Coach, coach)
+            self._coaches[coach] = (row.school_id, tuple(row.classes)) if row is not None else None
+        return self._coaches[coach]
+
+
+def _arrivals(s: Session, minutes: list[Minute]) -> dict[tuple[int, int], datetime]:
+    """(chain, seq) → when the server stored the minute's raw record."""
+    if not minutes:
+        return {}
+    terminal = minutes[0].terminal_id
+    out: dict[tuple[int, int], datetime] = {}
+    for chain in {m.chain for m in minutes}:
+        seqs = [m.seq for m in minutes if m.chain == chain]
+        rows = s.execute(select(RawRecord.seq, RawRecord.received_at).where(
+            RawRecord.terminal_id == terminal, RawRecord.chain == chain,
+            RawRecord.seq >= min(seqs), RawRecord.seq <= max(seqs)))  # fmt: skip
+        out.update(((chain, seq), at) for seq, at in rows)
+    return out
+
+
+#: Face-check results that mean no photo was taken.
+NO_PHOTO = frozenset({"camera_error"})
+
+
+def _session_facts(s: Session, ts: TrainingSession) -> SessionFacts:
+    """The sign-in time and the student's photos of a session (sign-in, face checks, sign-out), from raw records."""
+    kinds = (str(RecordKind.STUDENT_LOGIN), str(RecordKind.STUDENT_LOGOUT), str(RecordKind.FACE_CHECK))
+    rows = s.execute(select(RawRecord.kind, RawRecord.at, RawRecord.body).where(
+        RawRecord.terminal_id == ts.terminal_id, RawRecord.kind.in_(kinds),
+        RawRecord.body["session"].as_string() == ts.session))  # fmt: skip
+    photos: list[Photo] = []
+    started: datetime | None = None
+    for kind, at, body in rows:
+        if kind == RecordKind.STUDENT_LOGIN:
+            started = at if started is None else min(started, at)
+        if kind == RecordKind.FACE_CHECK:
+            if body.get("role") != "student" or body.get("result") in NO_PHOTO:
+                continue
+            photos.append(Photo(at, body.get("result") == "pass"))
+        else:
+            face = body.get("face")
+            if isinstance(face, dict) and face.get("result") not in (None, *NO_PHOTO):
+                photos.append(Photo(at, face.get("result") == "pass"))
+    return SessionFacts(started, tuple(sorted(photos, key=lambda p: (p.at, p.passed))))
+
+
+def _cross_reasons(s: Session, ts: TrainingSession, minutes: list[Minute]) -> dict[str, set[str]]:
+    """Overlaps with other terminals, and backdating along the chain, for the minutes of one session."""
+    if not minutes:
+        return {}
+    first, last = min(m.start for m in minutes), max(m.start for m in minutes)
+    people = or_(Minute.student_id.in_({m.student_id for m in minutes}),
+                 Minute.coach_id.in_({m.coach_id for m in minutes}))  # fmt: skip
+    rows = s.execute(select(Minute.record_no, Minute.terminal_id, Minute.student_id, Minute.coach_id, Minute.start)
+                     .where(Minute.terminal_id != ts.terminal_id, Minute.start > first - OVERLAP,
+                            Minute.start < last + OVERLAP, people))  # fmt: skip
+    others = [MinuteSlot(*r) for r in rows]
+    mine = [MinuteSlot(m.record_no, m.terminal_id, m.student_id, m.coach_id, m.start) for m in minutes]
+    out: dict[str, set[str]] = defaultdict(set, overlaps(mine, others))
+    for chain in {m.chain for m in minutes}:
+        seqs = [m.seq for m in minutes if m.chain == chain]
+        low, high = min(seqs), max(seqs)
+        same_chain = (Minute.terminal_id == ts.terminal_id, Minute.chain == chain)
+        floor = s.scalar(select(func.max(Minute.start)).where(*same_chain, Minute.seq < low))
+        span = s.execute(select(Minute.seq, Minute.start, Minute.record_no).where(
+            *same_chain, Minute.seq >= low, Minute.seq <= high)).all()  # fmt: skip
+        for no in backdated([(r.seq, r.start, r.record_no) for r in span], floor):
+            out[no].add(Reason.TIME_BACKWARDS)
+    return dict(out)
+
+
+def _parts_under_review(s: Session, student_id: str) -> set[int]:
+    items = s.scalars(select(ReviewItem).where(ReviewItem.student_id == student_id, ReviewItem.status == ITEM_OPEN))
+    return {int(p) for item in items for p in item.parts}

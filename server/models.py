@@ -41,6 +41,20 @@ REVIEW_SENT = "sent"
 REVIEW_ACCEPTED = "accepted"
 REVIEW_REJECTED = "rejected"
 
+# Minute.status: what decided the verdict (domain.md "Approval").
+MINUTE_UNJUDGED = "unjudged"
+MINUTE_AUTO_PASSED = "auto_passed"
+MINUTE_AUTO_FAILED = "auto_failed"
+MINUTE_UNDER_REVIEW = "under_review"
+MINUTE_MANUAL_PASSED = "manual_passed"
+MINUTE_MANUAL_FAILED = "manual_failed"
+
+# ReviewItem.status
+ITEM_OPEN = "open"
+ITEM_PASSED = "passed"
+ITEM_FAILED = "failed"
+ITEM_RESOLVED = "resolved"  # the anomaly went away on recomputation (late records) before anyone decided
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC in, aware UTC out; SQLite (no time zones) stores naive UTC."""
@@ -203,6 +217,8 @@ class TrainingSession(Base):
     declared_minutes: Mapped[int | None]  # what the logout record says
     minutes_count: Mapped[int] = mapped_column(default=0)  # minute records stored
     valid_minutes: Mapped[int] = mapped_column(default=0)
+    distance_m: Mapped[int] = mapped_column(default=0)  # sum over its minutes
+    reasons: Mapped[list[Any] | None]  # session rules broken (server.validation.session)
 
 
 class Minute(Base):
@@ -223,6 +239,7 @@ class Minute(Base):
     valid: Mapped[bool | None]
     reasons: Mapped[list[Any]]
     judged_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), default=MINUTE_UNJUDGED)
 
 
 class Alarm(Base):
@@ -273,3 +290,191 @@ class StageReview(Base):
     reply: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class ReviewItem(Base):
+    """The review queue: a session (or a minute) whose anomalies an operator must judge. Derived: opened and resolved
+    by recomputation, closed by a :class:`ReviewDecision`."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_student_status", "student_id", "status"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(128), unique=True)  # "session:{terminal}/{session}" | "minute:{no}"
+    kind: Mapped[str] = mapped_column(String(16))  # "session" | "minute"
+    terminal_id: Mapped[str] = mapped_column(String(16))
+    session: Mapped[str] = mapped_column(String(64))
+    record_no: Mapped[str | None] = mapped_column(String(26))
+    student_id: Mapped[str] = mapped_column(String(16))
+    parts: Mapped[list[Any]]
+    reasons: Mapped[list[Any]]
+    records: Mapped[list[Any]]  # record numbers of the minutes concerned
+    status: Mapped[str] = mapped_column(String(16), default=ITEM_OPEN)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ReviewDecision(Base):
+    """Append-only, hash-chained log of manual decisions: each row's hash covers its fields and the previous hash.
+
+    Never updated or deleted; :func:`server.review.verify_log` recomputes the chain. The latest decision on a minute
+    or session overrides the automatic verdict, and survives every recomputation.
+    """
+
+    __tablename__ = "review_decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target_kind: Mapped[str] = mapped_column(String(16))  # "minute" | "session"
+    target: Mapped[str] = mapped_column(String(128), index=True)  # record number | "{terminal}/{session}"
+    decision: Mapped[str] = mapped_column(String(8))  # "pass" | "fail"
+    reason: Mapped[str] = mapped_column(Text)
+    operator: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+KEY_FROM_TERMINAL = "terminal"  # the terminal made its key pair; the operator registered its certificate
+KEY_PLATFORM_ISSUED = "platform_issued"  # the 2016 protocol's way (0x8100 hands out a PKCS#12): weaker trust
+
+
+class NationalTerminal(Base):
+    """A terminal that speaks the 2016 national protocol (JT/T 808 + training extension) through the gateway.
+
+    Its ``terminals`` row binds it to car and school and holds its RSA key (``terminal_keys`` from chain 1); this row
+    adds what the protocol needs: the number in its frame headers (BCD, 16 digits), the registered certificate, the
+    key's origin and the newest authentication timestamp accepted (a replayed 0x0102 is refused)."""
+
+    __tablename__ = "national_terminals"
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(16), unique=True)
+    certificate: Mapped[str | None] = mapped_column(Text)  # X.509 PEM as registered (None: a bare public key)
+    key_origin: Mapped[str] = mapped_column(String(16), default=KEY_FROM_TERMINAL)
+    last_auth_timestamp: Mapped[int | None]
+    registered_at: Mapped[datetime]
+
+
+class NationalEnvelope(Base):
+    """Every signed training envelope stored from a national terminal (its bytes are the ``raw_records`` row):
+    dedupe by digest, and the envelope's own fields (message id, packet counter, backfill bit)."""
+
+    __tablename__ = "national_envelopes"
+    __table_args__ = (UniqueConstraint("terminal_id", "sha256", name="uq_national_envelopes_terminal_sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    raw_record_id: Mapped[int] = mapped_column(ForeignKey("raw_records.id"), index=True)
+    msg_id: Mapped[int]
+    counter: Mapped[int]
+    backfill: Mapped[bool] = mapped_column(Boolean, default=False)
+    record_no: Mapped[str | None] = mapped_column(String(26))
+    received_at: Mapped[datetime]
+
+
+# Operator roles (domain.md "Roles"): what an operator account may see and do (server.auth).
+ROLE_REGULATOR = "regulator"  # transport bureau: every school, read and review
+ROLE_SCHOOL_ADMIN = "school_admin"  # one school: its people, cars, terminals
+ROLE_EXAM_CLERK = "exam_clerk"  # police / exam: eligibility and stage reviews, read-only
+ROLE_STUDENT = "student"  # one student: own hours and sessions
+ROLES = (ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_EXAM_CLERK, ROLE_STUDENT)
+
+
+class OperatorAccount(Base):
+    """A person who logs in to the operator API or the dashboard. Only an Argon2id hash of the password is kept.
+
+    ``school_id`` binds a school admin to their school, ``student_id`` a student account to its student."""
+
+    __tablename__ = "operator_accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    school_id: Mapped[str | None] = mapped_column(ForeignKey("schools.id"), index=True)
+    student_id: Mapped[str | None] = mapped_column(ForeignKey("students.id"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+
+
+class EnrolmentPhoto(Base):
+    """A coach's or student's registration photo (re-encoded JPEG, metadata stripped) and where its face was found.
+
+    Sensitive personal information: served only through the API to the roles allowed (server.api_people), every
+    read logged. The newest row of a person is the one their ``face_template`` was computed from."""
+
+    __tablename__ = "enrolment_photos"
+    __table_args__ = (Index("ix_enrolment_photos_person", "person_kind", "person_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_kind: Mapped[str] = mapped_column(String(8))  # "coach" | "student"
+    person_id: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    media_type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    width: Mapped[int]
+    height: Mapped[int]
+    face_box: Mapped[list[Any]]  # [top, right, bottom, left] pixels
+    consent: Mapped[bool] = mapped_column(Boolean)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+# CheckPhoto.status
+PHOTO_PENDING = "pending"  # the record naming it has not arrived yet: held, not re-checked
+PHOTO_STORED = "stored"
+
+
+class CheckPhoto(Base):
+    """The evidence photo (JPEG) of a face check, stored once by its SHA-256, as the terminal sent it; the
+    ``face_check`` record at (terminal, chain, seq) names it, so the chain vouches for the bytes (server.photos).
+
+    Sensitive personal information: no API serves it yet; whoever adds one logs every read, as for enrolment photos."""
+
+    __tablename__ = "check_photos"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"), index=True)
+    chain: Mapped[int]
+    seq: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    taken_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    stored_at: Mapped[datetime | None]
+
+
+class FaceVerdict(Base):
+    """Derived: the server's own re-check of one ``face_check`` record's photo against the enrolment template of the
+    person the record names (the terminal's word is not taken), with duplicate-photo findings. One row per record.
+
+    ``verdict``: ``match`` / ``mismatch`` (one face, at or past the threshold) / ``no_face`` / ``several_faces`` /
+    ``no_template`` (the person has no usable enrolment template) / ``unreadable`` (not a decodable image).
+    Distances are ×1000 integers, like the records'. ``duplicate``: ``exact`` (the same JPEG named by another
+    record) or ``near`` (the same face image: encodings closer than server.photos.NEAR_DUPLICATE_DISTANCE)."""
+
+    __tablename__ = "face_verdicts"
+    __table_args__ = (
+        UniqueConstraint("terminal_id", "chain", "seq", name="uq_face_verdicts_terminal_chain_seq"),
+        Index("ix_face_verdicts_person", "person_id"),
+        Index("ix_face_verdicts_session", "terminal_id", "session"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"))
+    chain: Mapped[int]
+    seq: Mapped[int]
+    session: Mapped[str | None] = mapped_column(String(64))
+    person_id: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(8))
+    trigger: Mapped[str | None] = mapped_column(String(16))
+    photo_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    terminal_result: Mapped[str | None] = mapped_column(String(16))
+    terminal_distance: Mapped[int | None]
+    verdict: Mapped[str] = mapped_column(String(16))
+    distance: Mapped[int | None]
+    other_person: Mapped[str | None] = mapped_column(String(16))  # the nearest other enrolled person of the school
+    other_distance: Mapped[int | None]
+    duplicate: Mapped[str | None] = mapped_column(String(8))
+    duplicate_of: Mapped[str | None] = mapped_column(String(128))  # "{terminal}/{chain}/{seq}" of the earlier check
+    duplicate_distance: Mapped[int | None]
+    encoding: Mapped[str | None] = mapped_column(Text)  # the photo's face template (fr1:…), for near-duplicates
+    alarms: Mapped[list[Any]]  # alarm kinds raised for this check
+    at: Mapped[datetime]  # the face_check record's time
+    checked_at: Mapped[datetime]
+    compute_ms: Mapped[int]

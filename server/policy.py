@@ -7,8 +7,14 @@ naming its source, never as a constant in code. A policy file looks like ``polic
     effective_from = 2016-01-01
     [xueshi]        minutes_per_xueshi, min_effective_per_xueshi
     [practical]     window_start, window_end (TOML local times, Beijing), daily_cap_minutes
-    [minute_audit]  stationary_limit_minutes, min_fixes_per_minute
+    [classroom]     daily_cap_minutes (classroom, simulator and remote courses: modes 2-4)
+    [minute_audit]  stationary_limit_minutes, min_fixes_per_minute, max_implied_speed_kmh,
+                    gnss_time_tolerance_s, max_future_s, backfill_window_hours
+    [photos]        window_minutes, recheck_interval_minutes, recheck_grace_minutes, void_after_missing_windows
+    [session_audit] min_distance_m, min_valid_percent
     [part_hours.C1] 1 = 12 ... 4 = 10        (licence class -> part -> 学时)
+    [mileage.C1]    3 = 300                  (licence class -> part -> minimum km of valid minutes; optional)
+    [[teaching_areas]]  school, parts, name, polygon = [[lat, lon], ...]  (degrees; optional, per school)
 
 A bad file raises :class:`PolicyError` naming the file and the field.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,9 +42,27 @@ class PolicyError(ValueError):
     """A policy file is missing, unreadable or has a missing or wrong field; or a policy was asked for what it lacks."""
 
 
+#: Fewest corners of a teaching-area polygon.
+MIN_POLYGON_POINTS = 3
+
+
+@dataclass(frozen=True)
+class TeachingArea:
+    """A school's teaching area (教学区域) for some parts: a polygon of (lat, lon) degrees, WGS-84."""
+
+    school: str
+    parts: frozenset[int]
+    name: str
+    polygon: tuple[tuple[float, float], ...]
+
+
 @dataclass(frozen=True)
 class Policy:
-    """One version of the training rules. Times of day are Beijing local times."""
+    """One version of the training rules. Times of day are Beijing local times.
+
+    The fields after ``part_hours`` have defaults (the 2016 national figures of ``domain.md``) so that a policy can be
+    built in code for tests; a policy *file* must name every one of them.
+    """
 
     name: str
     effective_from: date
@@ -49,6 +73,27 @@ class Policy:
     stationary_limit_minutes: int
     min_fixes_per_minute: int
     part_hours: dict[str, dict[int, int]]
+    daily_cap_minutes_classroom: int = 240
+    max_implied_speed_kmh: int = 150
+    gnss_time_tolerance_s: int = 60
+    max_future_s: int = 300
+    backfill_window_hours: int = 168
+    photo_window_minutes: int = 15
+    recheck_interval_minutes: int = 15
+    recheck_grace_minutes: int = 5
+    void_after_missing_windows: int = 2
+    min_session_distance_m: int = 100
+    min_valid_percent: int = 75
+    min_mileage_km: dict[str, dict[int, int]] = field(default_factory=dict)
+    teaching_areas: tuple[TeachingArea, ...] = ()
+
+    def areas_for(self, school: str, part: int) -> tuple[TeachingArea, ...]:
+        """The teaching areas of ``school`` for ``part`` (none: the area rule is not applied)."""
+        return tuple(a for a in self.teaching_areas if a.school == school and part in a.parts)
+
+    def required_mileage_m(self, licence_class: str, part: int) -> int:
+        """Metres of valid minutes a part needs (0 when the policy names no minimum)."""
+        return self.min_mileage_km.get(licence_class, {}).get(part, 0) * 1000
 
     def required_minutes(self, licence_class: str, part: int) -> int:
         """Valid minutes a student of ``licence_class`` needs for ``part``: 学时 × ``minutes_per_xueshi``."""
@@ -132,6 +177,13 @@ def policy_from_mapping(data: Mapping[str, Any]) -> Policy:
         raise PolicyError("practical.window_start/window_end are Beijing local times without an offset")
     if start == end:
         raise PolicyError("practical.window_start and window_end must differ")
+    classroom = _table(data, "classroom")
+    photos = _table(data, "photos")
+    session_audit = _table(data, "session_audit")
+    part_hours = _part_hours(data)
+    min_valid_percent = _non_negative(session_audit, "session_audit.min_valid_percent")
+    if min_valid_percent > 100:
+        raise PolicyError(f"session_audit.min_valid_percent must be 0-100, got {min_valid_percent}")
     return Policy(
         name=name,
         effective_from=effective_from,
@@ -141,8 +193,75 @@ def policy_from_mapping(data: Mapping[str, Any]) -> Policy:
         daily_cap_minutes_practical=_positive(practical, "practical.daily_cap_minutes"),
         stationary_limit_minutes=_positive(audit, "minute_audit.stationary_limit_minutes"),
         min_fixes_per_minute=_non_negative(audit, "minute_audit.min_fixes_per_minute"),
-        part_hours=_part_hours(data),
+        part_hours=part_hours,
+        daily_cap_minutes_classroom=_positive(classroom, "classroom.daily_cap_minutes"),
+        max_implied_speed_kmh=_positive(audit, "minute_audit.max_implied_speed_kmh"),
+        gnss_time_tolerance_s=_positive(audit, "minute_audit.gnss_time_tolerance_s"),
+        max_future_s=_non_negative(audit, "minute_audit.max_future_s"),
+        backfill_window_hours=_positive(audit, "minute_audit.backfill_window_hours"),
+        photo_window_minutes=_positive(photos, "photos.window_minutes"),
+        recheck_interval_minutes=_positive(photos, "photos.recheck_interval_minutes"),
+        recheck_grace_minutes=_non_negative(photos, "photos.recheck_grace_minutes"),
+        void_after_missing_windows=_positive(photos, "photos.void_after_missing_windows"),
+        min_session_distance_m=_non_negative(session_audit, "session_audit.min_distance_m"),
+        min_valid_percent=min_valid_percent,
+        min_mileage_km=_mileage(data, part_hours),
+        teaching_areas=_teaching_areas(data),
     )
+
+
+def _mileage(data: Mapping[str, Any], part_hours: Mapping[str, Any]) -> dict[str, dict[int, int]]:
+    """``[mileage.<class>]`` part = km (optional: a part it does not name needs no mileage)."""
+    table = data.get("mileage", {})
+    if not isinstance(table, dict):
+        raise PolicyError("mileage must be a table of licence class -> part -> km")
+    result: dict[str, dict[int, int]] = {}
+    for licence_class, parts in table.items():
+        if licence_class not in part_hours:
+            raise PolicyError(f"mileage.{licence_class} names a class without part_hours")
+        if not isinstance(parts, dict):
+            raise PolicyError(f"mileage.{licence_class} must be a table of part = km")
+        km: dict[int, int] = {}
+        for key in parts:
+            if key not in {str(p) for p in PARTS}:
+                raise PolicyError(f"mileage.{licence_class} has part {key!r}; parts are 1-4")
+            km[int(key)] = _non_negative(parts, f"mileage.{licence_class}.{key}")
+        result[licence_class] = dict(sorted(km.items()))
+    return result
+
+
+def _teaching_areas(data: Mapping[str, Any]) -> tuple[TeachingArea, ...]:
+    """``[[teaching_areas]]``: school, parts, name, polygon (optional; none means the area rule is not applied)."""
+    items = data.get("teaching_areas", [])
+    if not isinstance(items, list):
+        raise PolicyError("teaching_areas must be an array of tables ([[teaching_areas]])")
+    areas: list[TeachingArea] = []
+    for i, item in enumerate(items):
+        label = f"teaching_areas[{i}]"
+        if not isinstance(item, dict):
+            raise PolicyError(f"{label} must be a table")
+        school = _get(item, "school", str, f"{label}.school")
+        if len(school) != 16:
+            raise PolicyError(f"{label}.school must be a 16-character school number, got {school!r}")
+        name = _get(item, "name", str, f"{label}.name")
+        parts = _get(item, "parts", list, f"{label}.parts")
+        if not parts or any(not isinstance(p, int) or isinstance(p, bool) or p not in PARTS for p in parts):
+            raise PolicyError(f"{label}.parts must be a non-empty list of parts 1-4, got {parts!r}")
+        polygon = _get(item, "polygon", list, f"{label}.polygon")
+        points: list[tuple[float, float]] = []
+        for point in polygon:
+            if (
+                not isinstance(point, list)
+                or len(point) != 2
+                or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in point)
+                or not (-90 <= point[0] <= 90 and -180 <= point[1] <= 180)
+            ):
+                raise PolicyError(f"{label}.polygon points must be [lat, lon] in degrees, got {point!r}")
+            points.append((float(point[0]), float(point[1])))
+        if len(set(points)) < MIN_POLYGON_POINTS:
+            raise PolicyError(f"{label}.polygon needs at least {MIN_POLYGON_POINTS} distinct points")
+        areas.append(TeachingArea(school, frozenset(parts), name, tuple(points)))
+    return tuple(areas)
 
 
 def _part_hours(data: Mapping[str, Any]) -> dict[str, dict[int, int]]:

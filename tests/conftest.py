@@ -207,7 +207,9 @@ class TestTerminal:
         return self.record(RecordKind.STUDENT_LOGIN, body, at)
 
     def logout(self, at: datetime, minutes: int, session: str = "S1") -> bytes:
-        body = {"student": STUDENT, "coach": COACH, "session": session, "minutes": minutes}
+        # the sign-out photo, as the agent's logout carries it (agent.session.student_logout)
+        body = {"student": STUDENT, "coach": COACH, "session": session, "minutes": minutes,
+                "face": {"result": "pass", "seq": None}}  # fmt: skip
         return self.record(RecordKind.STUDENT_LOGOUT, body, at)
 
     def minute(

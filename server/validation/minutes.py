@@ -13,7 +13,20 @@ Rules (``domain.md`` "Minute audit"; thresholds come from the :class:`~server.po
                        distance 0: every minute of the run is invalid
 ``face_failed``        the last face check of the session before this minute failed (``face_result == "fail"``)
 ``bad_course``         the course code does not parse (ingest should have refused it already)
+``outside_teaching_area``  practical course, and the policy names teaching areas for the terminal's school and the
+                       course's part, and the second-30 fix lies in none of them
+``gnss_time_mismatch`` the second-30 fix's GNSS time (``fix30.t``) is more than ``policy.gnss_time_tolerance_s``
+                       from second 30 of the minute: the terminal's clock (which dates the record) was changed
+``record_date_mismatch``  the ``YYMMDD`` of the record number is not the Beijing date of the minute's start
+``time_in_future``     the minute ended more than ``policy.max_future_s`` after the server received it
+``backfill_too_late``  the server received the minute more than ``policy.backfill_window_hours`` after it
+``coach_not_licensed`` the coach is not registered (``coach_classes == ()``) or not licensed for the course's class
+``foreign_school``     the student's or the coach's school is not the terminal's school
 =====================  ====================================================================================
+
+Facts that are ``None`` (unknown: no school, no arrival time, no ``fix30.t``, coach not looked up) leave their rule
+unapplied. Rules that need the rest of the session (teleport, face re-checks, photo windows, session totals) and other
+terminals (overlaps, backdating) are in :mod:`server.validation.session` and :mod:`server.validation.cross`.
 
 The verdicts depend only on the multiset of minutes, never on their order: :func:`judge_minutes` sorts internally and
 the stationary rule works on sets of start times.
@@ -27,8 +40,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from firmware_protocols.errors import MalformedMessage
-from firmware_protocols.identifiers import CourseCode
+from firmware_protocols.identifiers import CourseCode, beijing_day
 from server.policy import Policy
+from server.validation.geo import inside_polygon
 from server.validation.reasons import Reason
 
 #: Two minutes are consecutive when their starts are exactly this far apart (minute starts are whole GNSS minutes).
@@ -39,6 +53,8 @@ MIN_FIX_MODE = 2
 PRACTICAL_MODE = 1
 #: ``MinuteFacts.face_result`` value of a failed face check (``firmware_protocols.records.FaceResult.FAIL``).
 FACE_FAIL = "fail"
+#: The second of the minute at which ``fix30`` is taken.
+FIX30_OFFSET = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +86,12 @@ class MinuteFacts:
     fix30: Fix30 | None  # the second-30 fix
     rpm: int | None  # None = no vehicle signal: the rpm rule is not applied
     face_result: str | None  # last face check of the session: "pass" | "fail" | ... | None
+    fix30_time: datetime | None = None  # GNSS time of the second-30 fix (fix30.t), aware UTC
+    received_at: datetime | None = None  # when the server stored the record
+    school: str | None = None  # the terminal's school
+    student_school: str | None = None
+    coach_school: str | None = None
+    coach_classes: tuple[str, ...] | None = None  # licence classes the coach may teach; () = coach not registered
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +140,36 @@ def _own_reasons(m: MinuteFacts, policy: Policy) -> Iterable[Reason]:
     else:
         if course.mode == PRACTICAL_MODE and not policy.in_practical_window(m.start):
             yield Reason.OUTSIDE_TIME_WINDOW
+        if course.mode == PRACTICAL_MODE and m.school is not None and m.fix30 is not None:
+            areas = policy.areas_for(m.school, course.part)
+            lat, lon = m.fix30.lat_e6 / 1e6, m.fix30.lon_e6 / 1e6
+            if areas and not any(inside_polygon(lat, lon, a.polygon) for a in areas):
+                yield Reason.OUTSIDE_TEACHING_AREA
+        if m.coach_classes is not None and course.licence_class not in m.coach_classes:
+            yield Reason.COACH_NOT_LICENSED
     if m.rpm is not None and m.rpm == 0:
         yield Reason.ENGINE_OFF
     if m.face_result == FACE_FAIL:
         yield Reason.FACE_FAILED
+    yield from _time_reasons(m, policy)
+    if m.school is not None and any(x is not None and x != m.school for x in (m.student_school, m.coach_school)):
+        yield Reason.FOREIGN_SCHOOL
+
+
+def _time_reasons(m: MinuteFacts, policy: Policy) -> Iterable[Reason]:
+    """GNSS time vs the record's time vs its arrival; the record number's date vs the minute's Beijing day."""
+    if m.fix30_time is not None:
+        if abs((m.fix30_time - (m.start + FIX30_OFFSET)).total_seconds()) > policy.gnss_time_tolerance_s:
+            yield Reason.GNSS_TIME_MISMATCH
+    day = beijing_day(m.start)
+    if m.record_no[16:22] != f"{day.year % 100:02d}{day.month:02d}{day.day:02d}":
+        yield Reason.RECORD_DATE_MISMATCH
+    if m.received_at is not None:
+        ahead = (m.start + MINUTE - m.received_at).total_seconds()
+        if ahead > policy.max_future_s:
+            yield Reason.TIME_IN_FUTURE
+        if m.received_at - m.start > timedelta(hours=policy.backfill_window_hours):
+            yield Reason.BACKFILL_TOO_LATE
 
 
 def _in_long_runs(

@@ -15,6 +15,44 @@ class Reason(StrEnum):
     FACE_FAILED = "face_failed"
     BAD_COURSE = "bad_course"
     DAILY_CAP = "daily_cap"
+    # minute rules that look at the minute alone
+    OUTSIDE_TEACHING_AREA = "outside_teaching_area"
+    GNSS_TIME_MISMATCH = "gnss_time_mismatch"
+    RECORD_DATE_MISMATCH = "record_date_mismatch"
+    TIME_IN_FUTURE = "time_in_future"
+    BACKFILL_TOO_LATE = "backfill_too_late"
+    COACH_NOT_LICENSED = "coach_not_licensed"
+    FOREIGN_SCHOOL = "foreign_school"
+    # minute rules that look at the session
+    TELEPORT = "teleport"
+    FACE_OVERDUE = "face_overdue"
+    PHOTO_MISSING = "photo_missing"
+    # session rules (every minute of the session gets the code)
+    SESSION_TOO_SHORT = "session_too_short"
+    SESSION_LOW_VALID = "session_low_valid"
+    SESSION_PHOTOS_MISSING = "session_photos_missing"
+    # rules across sessions and terminals
+    TIME_BACKWARDS = "time_backwards"
+    STUDENT_OVERLAP = "student_overlap"
+    COACH_OVERLAP = "coach_overlap"
+    # manual review
+    MANUAL_FAILED = "manual_failed"
+
+
+#: Reasons that point to fraud rather than to a bad minute: a minute or session with one of them goes to the review
+#: queue (it stays invalid until an operator passes it).
+REVIEW_REASONS: frozenset[str] = frozenset(
+    {
+        Reason.TELEPORT,
+        Reason.GNSS_TIME_MISMATCH,
+        Reason.RECORD_DATE_MISMATCH,
+        Reason.TIME_IN_FUTURE,
+        Reason.TIME_BACKWARDS,
+        Reason.STUDENT_OVERLAP,
+        Reason.COACH_OVERLAP,
+        Reason.FOREIGN_SCHOOL,
+    }
+)
 
 
 #: code → (English, 中文). ``daily_cap`` is applied by the caller from :func:`server.hours.apply_daily_cap`.
@@ -38,9 +76,74 @@ REASONS: dict[str, tuple[str, str]] = {
     ),
     Reason.BAD_COURSE: ("The course code is not a valid national course code", "课程编码不符合全国统一编码"),
     Reason.DAILY_CAP: (
-        "Over the student's daily cap of practical minutes (Beijing day)",
-        "超过学员每日实操学时上限（按北京日期）",
+        "Over the student's daily cap of practical or classroom minutes (Beijing day)",
+        "超过学员每日学时上限（按北京日期）",
     ),
+    Reason.OUTSIDE_TEACHING_AREA: (
+        "The second-30 fix lies outside the school's teaching area for this part",
+        "第30秒定位点不在该培训部分的教学区域内",
+    ),
+    Reason.GNSS_TIME_MISMATCH: (
+        "The GNSS time of the second-30 fix does not match the minute's time: the terminal clock was changed",
+        "第30秒卫星定位时间与学时记录时间不符：终端时钟被修改",
+    ),
+    Reason.RECORD_DATE_MISMATCH: (
+        "The date in the record number is not the Beijing date of the minute",
+        "学时记录编号中的日期与该分钟的北京日期不符",
+    ),
+    Reason.TIME_IN_FUTURE: (
+        "The minute is dated after the server received it",
+        "学时记录时间晚于平台接收时间",
+    ),
+    Reason.BACKFILL_TOO_LATE: (
+        "The minute arrived later than the backfill window allows",
+        "学时记录补传超过允许的补传期限",
+    ),
+    Reason.COACH_NOT_LICENSED: (
+        "The coach is not registered or not licensed to teach the course's licence class",
+        "教练员未备案或不具备该培训车型的准教资格",
+    ),
+    Reason.FOREIGN_SCHOOL: (
+        "The student, coach or terminal belong to different schools",
+        "学员、教练员与计时终端不属于同一培训机构",
+    ),
+    Reason.TELEPORT: (
+        "The position jumped between consecutive minutes faster than any car drives (GPS teleport or spoofing)",
+        "相邻分钟定位点间的速度超出车辆可能（定位漂移或伪造）",
+    ),
+    Reason.FACE_OVERDUE: (
+        "No passing face check of the student within the re-check interval",
+        "超过规定间隔未进行学员人脸比对",
+    ),
+    Reason.PHOTO_MISSING: (
+        "No photo was taken in this minute's photo window",
+        "该分钟所在的拍照周期内没有照片",
+    ),
+    Reason.SESSION_TOO_SHORT: (
+        "The session covers less than the minimum distance",
+        "本次培训行驶里程低于最低要求",
+    ),
+    Reason.SESSION_LOW_VALID: (
+        "Too few of the session's minutes are valid",
+        "本次培训有效学时比例低于要求",
+    ),
+    Reason.SESSION_PHOTOS_MISSING: (
+        "Consecutive photo windows of the session have no photo: the whole session is invalid",
+        "本次培训连续多个拍照周期无照片：整次培训无效",
+    ),
+    Reason.TIME_BACKWARDS: (
+        "The minute is dated earlier than a minute the terminal recorded before it (backdated record)",
+        "该分钟的时间早于终端此前记录的学时（倒签记录）",
+    ),
+    Reason.STUDENT_OVERLAP: (
+        "The same student trained in the same minute on another terminal",
+        "同一学员同一时间在另一计时终端培训",
+    ),
+    Reason.COACH_OVERLAP: (
+        "The same coach taught in the same minute on another terminal",
+        "同一教练员同一时间在另一计时终端带教",
+    ),
+    Reason.MANUAL_FAILED: ("An operator failed this minute in review", "人工审核不通过"),
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from firmware_protocols.identifiers import beijing_day
 from server.policy import load_builtin_policy
 from server.validation import REASONS, Fix30, MinuteFacts, Reason, Verdict, describe, judge_minutes
 
@@ -39,7 +40,11 @@ def minute(i: int = 0, *, session: str = "S1", **changes: object) -> MinuteFacts
         rpm=1800,
         face_result="pass",
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    m = replace(base, **changes)  # type: ignore[arg-type]
+    # the contract: the record number carries the Beijing date of the minute
+    if "record_no" not in changes and m.start.tzinfo is not None:
+        m = replace(m, record_no=f"{TERMINAL}{beijing_day(m.start):%y%m%d}{i + 1:04d}")
+    return m
 
 
 def reasons_of(*minutes: MinuteFacts) -> dict[str, tuple[str, ...]]:
