@@ -151,6 +151,13 @@ class Demo:
             time.sleep(0.1)
         self.fleet = json.loads(fleet_file.read_text())
         self.enrol_people()
+        self.national: dict[str, Any] | None = None
+        if getattr(a, "national_cars", 0):
+            # A car whose certified terminal speaks the national protocol (JT/T 808 + the 2016 training extension),
+            # through `jiapei gateway` into the same database, rules and exam forwarding.
+            from server.gateway.demo_support import start_national_car
+
+            self.national = start_national_car(self)
         for i, car in enumerate(self.fleet["cars"]):
             self.start_agent(i, car)
 
@@ -279,13 +286,12 @@ class Demo:
                 with contextlib.suppress(httpx.HTTPError):
                     s = http.get(f"{car['web']}/api/status").json()
                     out["agents"][car["name"]] = {"state": s["state"], "records": s["records"], "now": s["now"]}
-            api = f"http://127.0.0.1:{self.api_port}/api"
-            students = http.get(f"{api}/students").json()
             hours = {}
-            for st in students:
-                d = http.get(f"{api}/students/{st['id']}").json()
-                hours[st["id"]] = {h["part"]: f"{h['valid_minutes']}/{h['required_minutes']}" for h in d["hours"]
-                                   if h["valid_minutes"]}  # fmt: skip
+            with self.admin() as api:  # reads need a role too (issue 7): the office's bootstrap token
+                for st in api.get("/students").json():
+                    d = api.get(f"/students/{st['id']}").json()
+                    hours[st["id"]] = {h["part"]: f"{h['valid_minutes']}/{h['required_minutes']}" for h in d["hours"]
+                                       if h["valid_minutes"]}  # fmt: skip
             out["hours"] = hours
             metrics = http.get(f"http://127.0.0.1:{self.api_port}/metrics").text
             out["metrics"] = {k: v for k, v in _metrics(metrics).items() if not k.startswith("jiapei_terminal_last")}
@@ -340,6 +346,9 @@ jiapei demo is running — simulated time at {self.args.factor:g}x from {_beijin
   data and logs   {self.dir}""")
         for car in self.cars:
             print(f"  {car['name']} coach screen  {car['web']}/   terminal {car['terminal']} ({car['route']})")
+        if self.national:
+            print(f"  national car  JT/T 808 terminal {self.national['terminal']} via the gateway at "
+                  f"{self.national['gateway']}")  # fmt: skip
         print("Ctrl-C stops everything.\n", flush=True)
 
 
@@ -370,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=None, help="seconds to run, then check and exit")
     p.add_argument("--factor", type=float, default=60.0, help="simulated seconds per real second (default 60)")
     p.add_argument("--cars", type=int, default=3, choices=range(1, len(PAIRS) + 1))
+    p.add_argument("--national-cars", type=int, default=1, choices=(0, 1),
+                   help="a car with a national-protocol (JT/T 808) terminal, through the gateway (default 1)")
     p.add_argument("--policy", default="demo", help="training policy: demo (small hours) or national-2016")
     p.add_argument("--api-port", type=int, default=0, help="server API port (default: a free one)")
     p.add_argument("--data-dir", type=Path, default=Path("var/demo"))

@@ -3,8 +3,9 @@
 jiapei demo [--duration S] [--factor F] [--cars N]   the whole system on this machine
 jiapei agent init|run …                              the in-car terminal
 jiapei server …                                      ingest, validation, hours, exam forwarding, API
+jiapei gateway …                                     national-protocol (JT/T 808 training) terminals over TCP
 jiapei pki init|worker|broker-config …               the CA, the broker's TLS certificates and config
-jiapei sim fleet|exam …                              simulated cars and the exam system
+jiapei sim fleet|exam|national …                     simulated cars, the exam system, a national terminal
 jiapei decode nmea [--min-date YYYY-MM-DD] FILE|-   what our NMEA decoder sees (gpsd TPV JSON lines)
 jiapei decode jt808 FILE|-                           what our JT/T 808 codec sees (a JSON line per frame)
 jiapei face compare REFERENCE IMAGE…                 what our face engine sees
@@ -33,6 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         from server.app import main as server
 
         return int(server(rest) or 0)
+    if cmd == "gateway":
+        from server.gateway.main import main as gateway
+
+        return gateway(rest)
+    if cmd == "sim" and rest[:1] == ["national"]:
+        from simulators.national_terminal import main as national
+
+        return national(rest[1:])
     if cmd == "pki":
         from jiapei_cli.pki import main as pki
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firmware_protocols.errors import ProtocolError
 from firmware_protocols.jt808.base import Message
@@ -23,10 +23,12 @@ from firmware_protocols.jt808.registry import decode_body
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    """A decoded message: its header (of package 1 for a reassembled one) and its typed body."""
+    """A decoded message: its header (of package 1 for a reassembled one) and its typed body; ``body`` holds the
+    body bytes exactly as received (a reassembled one joined), so that a verifier keeps what was signed."""
 
     header: Header
     message: Message
+    body: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,7 @@ def decode_payload(payload: bytes, dialect: Dialect = Dialect.AUTO, strict: bool
     header, body = decode_header(payload, dialect)
     if header.encryption:
         raise EncryptedBody(f"0x{header.msg_id:04x}: body encrypted (scheme {header.encryption})", "encrypted_body")
-    return Packet(header, decode_body(header, body, strict))
+    return Packet(header, decode_body(header, body, strict), body)
 
 
 def encode_packet(header: Header, message: Message) -> bytes:
@@ -134,6 +136,6 @@ class Jt808Decoder:
                 if joined is None:
                     return PackageHeld(header)
                 header, body = joined
-            return Packet(header, decode_body(header, body, self.strict))
+            return Packet(header, decode_body(header, body, self.strict), body)
         except ProtocolError as exc:
             return Refused(exc.reason, str(exc), payload, header)
