@@ -39,7 +39,7 @@ def b64url_encode(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    if not text or any(c not in _B64URL for c in text):
+    if not text or not _B64URL.issuperset(text):
         raise MalformedMessage("not base64url", "bad_base64")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -18,14 +18,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from firmware_protocols import envelope, topics
 from firmware_protocols.errors import BadSignature, ProtocolError
 from firmware_protocols.identifiers import CourseCode
-from firmware_protocols.messages import Ack, AckResult, AckStatus, Command, KeyVouch, LostNotice, RecordBatch
+from firmware_protocols.messages import (
+    Ack,
+    AckResult,
+    AckStatus,
+    Command,
+    KeyVouch,
+    LostNotice,
+    PhotoAck,
+    RecordBatch,
+)
 from firmware_protocols.records import Record, RecordKind, parse_record, record_hash
 from server.clock import Clock
 from server.db import SessionFactory
@@ -82,12 +91,31 @@ class RecordOutcome:
     alarm: str | None = None
 
 
+#: record hash → (the key it was checked with, the error or None): signatures checked before the transaction began
+_Verified = dict[str, tuple[envelope.PublicKey, ProtocolError | None]]
+
+
 @dataclass
 class _Batch:
-    """What one transaction touched, for the work after commit."""
+    """What one transaction touched, for the work after commit, and what it knows of the stored chain.
+
+    ``links`` and ``record_nos`` are loaded in one query each for the whole batch (:meth:`Ingestor._prefetch`) and
+    kept up to date as records are stored, so that no record needs a query of its own to check its neighbours;
+    new raw rows are inserted together and the chains' bookkeeping is brought up to date once, before COMMIT.
+    """
 
     sessions: set[int] = field(default_factory=set)
     alarms_in_batch: set[tuple[str, str]] = field(default_factory=set)
+    #: (chain, seq) → (hash, prev) of the stored records around this batch's records, and of the ones it stores.
+    links: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
+    #: minute record number → (chain, seq) of the stored minute that holds it (this batch's included).
+    record_nos: dict[str, tuple[int, int]] = field(default_factory=dict)
+    new_raws: list[dict[str, Any]] = field(default_factory=list)
+    #: the terminal and when its last record of the batch was stored (written once, before COMMIT)
+    last_seen: tuple[Terminal, datetime] | None = None
+    #: chain row → highest seq this batch stored in it
+    advanced: dict[Chain, int] = field(default_factory=dict)
+    verified: _Verified = field(default_factory=dict)
 
 
 class Ingestor:
@@ -108,7 +136,7 @@ class Ingestor:
         self._keys: dict[str, list[KnownKey]] = {}  # terminal → its keys, oldest first (keys are only ever added)
 
     # ------------------------------------------------------------------ dispatch
-    def handle_message(self, topic: str, payload: bytes) -> Ack | None:
+    def handle_message(self, topic: str, payload: bytes) -> Ack | PhotoAck | None:
         """Route an up message by its channel; returns the ack to publish on ``down/acks`` (or None)."""
         channel = topics.channel_of(topic)
         if channel == "up/records":
@@ -116,6 +144,10 @@ class Ingestor:
         if channel == "up/notices":
             self.handle_notice(topic, payload)
             return None
+        if channel == "up/photos":  # evidence photos: checked against their record, stored, re-checked (server.photos)
+            from server.photos import photo_ingest_of
+
+            return photo_ingest_of(self, self._sf, self._clock).handle(topic, payload)
         log.warning("ignoring message on unexpected topic %r", topic)
         self._count("unexpected_topic")
         return None
@@ -137,11 +169,15 @@ class Ingestor:
             self._alarm_now(topic_terminal, ALARM_FOREIGN_PUBLISH, {"batch": batch.batch, "claims": batch.terminal})
             return Ack(batch.batch, (), error="terminal_mismatch"), []
 
+        parsed = [_parse(raw) for raw in batch.records]
+        verified = self._verify_ahead(topic_terminal, parsed)
         for attempt in range(1, MAX_TX_ATTEMPTS + 1):
-            ctx = _Batch()
+            ctx = _Batch(verified=verified)
             try:
                 with self._sf() as s, s.begin():
-                    outcomes = [self._ingest_record(s, topic_terminal, raw, ctx) for raw in batch.records]
+                    self._prefetch(s, topic_terminal, parsed, ctx)
+                    outcomes = [self._ingest_record(s, topic_terminal, p, ctx) for p in parsed]
+                    self._store_batch(s, ctx)
                     s.flush()
                 # COMMIT returned: only now may the ack exist.
                 break
@@ -157,14 +193,76 @@ class Ingestor:
                 log.exception("re-judging sessions %s failed", sorted(ctx.sessions))
         return ack, outcomes
 
-    def _ingest_record(self, s: Session, topic_terminal: str, raw: bytes, ctx: _Batch) -> RecordOutcome:
+    def _verify_ahead(self, terminal_id: str, parsed: list[_Parsed]) -> _Verified:
+        """Check signatures before the transaction, with the keys already known for the terminal (none: nothing
+        is checked here). The transaction picks each record's key again and uses a result only when it picked the
+        same key object; otherwise it verifies itself, so the outcome is the same, the database lock is just held
+        for less time."""
+        keys = self._keys.get(terminal_id)
+        out: _Verified = {}
+        if not keys:
+            return out
+        for _raw, h, rec in parsed:
+            if not isinstance(rec, Record) or rec.terminal != terminal_id or rec.kind is RecordKind.GENESIS:
+                continue
+            key = _pick_key(keys, rec.chain, rec.envelope.kid)
+            if key is None:
+                continue
+            try:
+                envelope.verify(rec.envelope, key)
+            except ProtocolError as exc:
+                out[h] = (key, exc)
+            else:
+                out[h] = (key, None)
+        return out
+
+    def _prefetch(self, s: Session, terminal_id: str, parsed: list[_Parsed], ctx: _Batch) -> None:
+        """Lock the batch's chain rows (a terminal's batches handled by two workers at once then take turns, so each
+        sees the other's records), then load the stored neighbours of its records and its minutes' numbers."""
+        wanted: dict[int, set[int]] = {}
+        numbers: list[str] = []
+        for _raw, _h, rec in parsed:
+            if not isinstance(rec, Record) or rec.terminal != terminal_id:
+                continue
+            wanted.setdefault(rec.chain, set()).update((rec.seq - 1, rec.seq, rec.seq + 1))
+            if rec.kind is RecordKind.MINUTE:
+                numbers.append(str(rec.body["record_no"]))
+        for chain_no in sorted(wanted):
+            s.get(Chain, (terminal_id, chain_no), with_for_update=True)
+        for chain_no, seqs in wanted.items():
+            rows = s.execute(
+                select(RawRecord.seq, RawRecord.hash, RawRecord.prev).where(
+                    RawRecord.terminal_id == terminal_id, RawRecord.chain == chain_no, RawRecord.seq.in_(sorted(seqs))
+                )
+            )
+            for seq, h, prev in rows:
+                ctx.links[(chain_no, seq)] = (h, prev)
+        if numbers:
+            minutes = s.execute(
+                select(Minute.record_no, Minute.chain, Minute.seq).where(Minute.record_no.in_(sorted(set(numbers))))
+            )
+            for number, chain_no, seq in minutes:
+                ctx.record_nos[number] = (chain_no, seq)
+
+    def _store_batch(self, s: Session, ctx: _Batch) -> None:
+        """Insert the batch's raw rows at once, then advance each chain touched once."""
+        if not ctx.new_raws:
+            return
+        s.execute(insert(RawRecord), ctx.new_raws)
+        if ctx.last_seen is not None:
+            terminal, seen = ctx.last_seen
+            terminal.last_seen_at = seen
         now = self._clock()
-        h = record_hash(raw)
-        try:
-            rec = parse_record(raw)
-        except ProtocolError as exc:
+        for chain, max_seq in ctx.advanced.items():
+            chain.max_seq = max(chain.max_seq, max_seq)
+            _recompute_gap(s, chain, now)
+
+    def _ingest_record(self, s: Session, topic_terminal: str, parsed: _Parsed, ctx: _Batch) -> RecordOutcome:
+        now = self._clock()
+        raw, h, rec = parsed
+        if not isinstance(rec, Record):
             chain, seq = _chain_seq_of(raw)
-            return self._reject(s, chain, seq, h, exc.reason)
+            return self._reject(s, chain, seq, h, rec.reason)
 
         def reject(reason: str, alarm: str | None = None, **detail: Any) -> RecordOutcome:
             if alarm is not None:
@@ -193,16 +291,21 @@ class Ingestor:
             if key is None:  # signed by a key the server does not know (yet): its rotation genesis may be on its way
                 _bump(s, "key_not_known_yet")
                 return RecordOutcome(None, str(rec.kind))
+            ahead = ctx.verified.get(h)
             try:
-                envelope.verify(rec.envelope, key)
+                if ahead is not None and ahead[0] is key:
+                    if ahead[1] is not None:
+                        raise ahead[1]
+                else:
+                    envelope.verify(rec.envelope, key)
             except ProtocolError as exc:
                 return reject(exc.reason, ALARM_BAD_SIGNATURE, error=str(exc))
 
-        existing = _raw_at(s, topic_terminal, rec.chain, rec.seq)
+        existing = ctx.links.get((rec.chain, rec.seq))
         if existing is not None:
-            if existing.hash == h:
+            if existing[0] == h:
                 return RecordOutcome(AckResult(rec.chain, rec.seq, h, AckStatus.DUPLICATE), str(rec.kind))
-            return reject("fork", ALARM_FORK, stored_hash=existing.hash)
+            return reject("fork", ALARM_FORK, stored_hash=existing[0])
 
         if rec.kind is RecordKind.GENESIS and not rotation:
             try:
@@ -215,44 +318,38 @@ class Ingestor:
         if closed is not None and closed.closed_after_seq is not None and rec.seq > closed.closed_after_seq:
             return reject("chain_closed", ALARM_CHAIN_CLOSED, closed_after_seq=closed.closed_after_seq)
 
-        before = _raw_at(s, topic_terminal, rec.chain, rec.seq - 1) if rec.seq > 0 else None
-        if before is not None and before.hash != rec.prev:
-            return reject("chain_break", ALARM_CHAIN_BREAK, expected_prev=before.hash, prev=rec.prev)
-        after = _raw_at(s, topic_terminal, rec.chain, rec.seq + 1)
-        if after is not None and after.prev != h:
-            return reject("chain_break", ALARM_CHAIN_BREAK, next_seq=after.seq, next_prev=after.prev)
+        before = ctx.links.get((rec.chain, rec.seq - 1)) if rec.seq > 0 else None
+        if before is not None and before[0] != rec.prev:
+            return reject("chain_break", ALARM_CHAIN_BREAK, expected_prev=before[0], prev=rec.prev)
+        after = ctx.links.get((rec.chain, rec.seq + 1))
+        if after is not None and after[1] != h:
+            return reject("chain_break", ALARM_CHAIN_BREAK, next_seq=rec.seq + 1, next_prev=after[1])
 
         if rec.kind is RecordKind.MINUTE:
-            other = s.scalar(select(Minute).where(Minute.record_no == rec.body["record_no"]))
+            other = ctx.record_nos.get(str(rec.body["record_no"]))
             if other is not None:
                 return reject(
                     "duplicate_record_no",
                     ALARM_DUPLICATE_RECORD_NO,
                     record_no=rec.body["record_no"],
-                    stored_chain=other.chain,
-                    stored_seq=other.seq,
+                    stored_chain=other[0],
+                    stored_seq=other[1],
                 )
+            ctx.record_nos[str(rec.body["record_no"])] = (rec.chain, rec.seq)
 
-        s.add(
-            RawRecord(
-                terminal_id=topic_terminal,
-                chain=rec.chain,
-                seq=rec.seq,
-                hash=h,
-                prev=rec.prev,
-                kind=str(rec.kind),
-                at=rec.at,
-                body=rec.body,
-                raw=raw,
-                received_at=now,
-            )
-        )
-        s.flush()
+        ctx.new_raws.append(
+            {"terminal_id": topic_terminal, "chain": rec.chain, "seq": rec.seq, "hash": h, "prev": rec.prev,
+             "kind": str(rec.kind), "at": rec.at, "body": rec.body, "raw": raw, "received_at": now}
+        )  # fmt: skip
+        ctx.links[(rec.chain, rec.seq)] = (h, rec.prev)
         if rotation:
             self._adopt_rotated_key(s, terminal, rec, now)
-        self._advance_chain(s, terminal, rec, h, now)
-        self._derive(s, rec, ctx)
-        terminal.last_seen_at = now
+        self._advance_chain(s, terminal, rec, h, now, ctx)
+        # _derive reads only session rows, which _session_row flushes as it creates them: its minutes and counters
+        # can wait for the batch's flush (one INSERT for all of them instead of a flush before every lookup).
+        with s.no_autoflush:
+            self._derive(s, rec, ctx)
+        ctx.last_seen = (terminal, now)
         return RecordOutcome(AckResult(rec.chain, rec.seq, h, AckStatus.STORED), str(rec.kind))
 
     def _reject(
@@ -288,10 +385,7 @@ class Ingestor:
             keys = self._known_keys(s, terminal.id, refresh=True)
         if not keys:  # registered before keys were kept: its one key
             return envelope.public_key_from_pem(terminal.public_key)
-        if chain > keys[-1].from_chain and all(k.key_id != kid for k in keys):
-            return None
-        valid = [k for k in keys if k.from_chain <= chain] or keys[:1]
-        return valid[-1].key  # a mismatching kid is refused by verify() with reason unknown_key
+        return _pick_key(keys, chain, kid)
 
     def _check_rotation(self, s: Session, terminal: Terminal, rec: Record) -> tuple[str, str, str] | None:
         """A key-rotation genesis: signed by the new key it carries, vouched for by the key of the previous chain."""
@@ -332,7 +426,8 @@ class Ingestor:
                                                         "last_seq": vouch.last_seq})  # fmt: skip
 
     # ------------------------------------------------------------------ chains
-    def _advance_chain(self, s: Session, terminal: Terminal, rec: Record, h: str, now: datetime) -> None:
+    def _advance_chain(self, s: Session, terminal: Terminal, rec: Record, h: str, now: datetime, ctx: _Batch) -> None:
+        """The genesis is noted at once; ``max_seq`` and the gap are brought up to date in :meth:`_store_batch`."""
         chain = _chain_row(s, terminal, rec.chain)
         if rec.kind is RecordKind.GENESIS:
             chain.genesis_hash = h
@@ -348,8 +443,7 @@ class Ingestor:
                         "previous_chain": rec.body.get("previous_chain"),
                     },
                 )
-        chain.max_seq = max(chain.max_seq, rec.seq)
-        _recompute_gap(s, chain, now)
+        ctx.advanced[chain] = max(ctx.advanced.get(chain, -1), rec.seq)
 
     def due_resends(self, now: datetime) -> list[tuple[str, Command]]:
         """Resend commands for chains whose gap has lasted past the grace period (at most one per grace period)."""
@@ -430,6 +524,9 @@ class Ingestor:
             minutes = body.get("minutes")
             ts.declared_minutes = minutes if isinstance(minutes, int) and not isinstance(minutes, bool) else None
             ctx.sessions.add(ts.id)
+        elif rec.kind is RecordKind.FACE_CHECK and isinstance(body.get("session"), str):
+            # a photo of the session: its photo windows and face re-checks are judged again
+            ctx.sessions.add(_session_row(s, rec.terminal, str(body["session"])).id)
         elif rec.kind is RecordKind.MINUTE:
             ts = _session_row(s, rec.terminal, str(body["session"]))
             if ts.student_id is None:  # the login has not arrived yet
@@ -493,10 +590,24 @@ def _bump(s: Session, reason: str) -> None:
         row.count += 1
 
 
-def _raw_at(s: Session, terminal: str, chain: int, seq: int) -> RawRecord | None:
-    return s.scalar(
-        select(RawRecord).where(RawRecord.terminal_id == terminal, RawRecord.chain == chain, RawRecord.seq == seq)
-    )
+#: A record of a batch, read before any transaction: its bytes, its chain hash, and the parsed record or why not.
+_Parsed = tuple[bytes, str, "Record | ProtocolError"]
+
+
+def _parse(raw: bytes) -> _Parsed:
+    try:
+        return raw, record_hash(raw), parse_record(raw)
+    except ProtocolError as exc:
+        return raw, record_hash(raw), exc
+
+
+def _pick_key(keys: list[KnownKey], chain: int, kid: str) -> envelope.PublicKey | None:
+    """The newest key whose first chain is ≤ ``chain``; None for a chain past every known key's first chain signed by
+    a key the server does not know (a rotation not seen yet)."""
+    if chain > keys[-1].from_chain and all(k.key_id != kid for k in keys):
+        return None
+    valid = [k for k in keys if k.from_chain <= chain] or keys[:1]
+    return valid[-1].key  # a mismatching kid is refused by verify() with reason unknown_key
 
 
 def _chain_row(s: Session, terminal: Terminal, chain_no: int) -> Chain:

@@ -2,8 +2,12 @@
 
 paho's network thread only queues messages; a worker thread runs ingest (one DB transaction per message), publishes
 the ack on ``down/acks`` after COMMIT and only then acknowledges the MQTT message (manual PUBACK), so a crash before
-commit makes the broker deliver it again. A periodic task publishes due ``resend`` commands. A broken message is
-logged and counted, never fatal. The first connection is retried with backoff and a clear log line.
+commit makes the broker deliver it again. A periodic task publishes due ``resend`` commands and re-judges sessions
+whose stored minutes were never judged (a crash between COMMIT and validation: the redelivered batch is all
+duplicates and triggers nothing), and stores photos held until their record came. Photos (``up/photos``) have a
+worker of their own, so the server's face re-check (~0.1-0.5 s a photo) never delays records. A broken message is
+logged and counted, never fatal. The first connection is
+retried with backoff and a clear log line.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import queue
 import ssl
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +31,7 @@ from firmware_protocols.messages import Roster, RosterPerson
 from server.clock import Clock, utcnow
 from server.db import SessionFactory
 from server.ingest import Ingestor
-from server.models import Coach, Student, Terminal
+from server.models import Coach, Minute, Student, Terminal
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ RECONNECT_MIN_SECONDS = 1
 RECONNECT_MAX_SECONDS = 30
 #: Messages waiting for the worker; paho's thread blocks when full (back-pressure instead of unbounded memory).
 MAX_PENDING_MESSAGES = 1000
+#: Photo messages (≤ 512 KiB each) waiting for the photo worker: ≤ 50 MiB held.
+MAX_PENDING_PHOTOS = 100
 
 
 class IngestConsumer:
@@ -52,16 +59,20 @@ class IngestConsumer:
         clock: Clock = utcnow,
         resend_check_seconds: float = 5.0,
         tls: ssl.SSLContext | None = None,
+        rejudge: Callable[[set[int]], object] | None = None,
     ) -> None:
         self.ingestor = ingestor
+        # The ingestor's own after-commit work (the ledger) by default: what a crash may have cut short.
+        self._rejudge = rejudge if rejudge is not None else ingestor._after_commit
         self._sf = session_factory
         self.host, self.port = host, port
         self._clock = clock
         self.resend_check_seconds = resend_check_seconds
         self.connected = threading.Event()
         self.subscribed = threading.Event()
-        self.stats: dict[str, int] = {"messages": 0, "acks": 0, "errors": 0, "resends": 0}
+        self.stats: dict[str, int] = {"messages": 0, "acks": 0, "errors": 0, "resends": 0, "rejudged": 0}
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(MAX_PENDING_MESSAGES)
+        self._photo_queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(MAX_PENDING_PHOTOS)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._client = mqtt.Client(
@@ -80,6 +91,7 @@ class IngestConsumer:
         """Start the worker and resend threads and connect in the background (retrying until it works)."""
         for name, target in (
             ("ingest-worker", self._work),
+            ("photo-worker", self._work_photos),
             ("resend-ticker", self._resend_loop),
             ("mqtt-connect", self._connect_loop),
         ):
@@ -89,10 +101,11 @@ class IngestConsumer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
+        for q in (self._queue, self._photo_queue):
+            try:
+                q.put_nowait(None)
+            except queue.Full:
+                pass
         self._client.disconnect()
         self._client.loop_stop()
         for t in self._threads:
@@ -145,12 +158,16 @@ class IngestConsumer:
             log.warning("disconnected from MQTT broker (%s); paho reconnects", reason_code)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(msg)
+        (self._photo_queue if topics.channel_of(msg.topic) == "up/photos" else self._queue).put(msg)
 
     # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
+    def _work_photos(self) -> None:
+        self._work(self._photo_queue)
+
+    def _work(self, messages: queue.Queue[mqtt.MQTTMessage | None] | None = None) -> None:
+        source = self._queue if messages is None else messages
         while True:
-            msg = self._queue.get()
+            msg = source.get()
             if msg is None or self._stop.is_set():
                 return
             self.stats["messages"] += 1
@@ -169,6 +186,37 @@ class IngestConsumer:
     def _resend_loop(self) -> None:
         while not self._stop.wait(self.resend_check_seconds):
             self.send_due_resends()
+            self.rejudge_unjudged()
+            self.store_held_photos()
+
+    def store_held_photos(self) -> int:
+        """Photos held ``pending`` whose record has arrived since: stored, re-checked, acked to their terminal."""
+        from server.photos import photo_ingest_of
+
+        try:
+            acks = photo_ingest_of(self.ingestor, self._sf, self._clock).resolve_pending()
+        except Exception:  # noqa: BLE001 - retried next tick
+            log.exception("storing held photos failed")
+            return 0
+        for terminal, ack in acks:
+            self._client.publish(topics.down_acks(terminal), ack.encode(), qos=1)
+        return len(acks)
+
+    def rejudge_unjudged(self) -> int:
+        """Re-run validation for sessions holding minutes that were stored but never judged; returns how many."""
+        if self._rejudge is None:
+            return 0
+        try:
+            with self._sf() as s:
+                sessions = set(s.scalars(select(Minute.session_id).where(Minute.judged_at.is_(None)).distinct()))
+            if sessions:
+                log.warning("sessions %s hold unjudged minutes (validation cut short): judging them", sorted(sessions))
+                self._rejudge(sessions)
+        except Exception:  # noqa: BLE001 - retried next tick
+            log.exception("re-judging unjudged minutes failed")
+            return 0
+        self.stats["rejudged"] += len(sessions)
+        return len(sessions)
 
     def send_due_resends(self) -> int:
         try:
