@@ -7,7 +7,9 @@ per attempt, so that a print with cut-out eyes cannot wait for the blink challen
 :data:`agent.camera.DEFAULT_SEQUENCE_FRAMES` frames, finds the faces and their landmarks in every frame (detection
 on a downscaled copy), encodes up to :data:`ENCODE_FRAMES` of them for the match and hands the sequence to the pure
 judge :func:`biometrics.liveness.judge`. The outcome is a :class:`CheckedFace`: a ``FaceOutcome`` (what
-``agent.session`` reads) that also carries the liveness verdict, its figures, the challenge and the time taken.
+``agent.session`` reads) that also carries the liveness verdict, its figures, the challenge, the time taken and the
+evidence photo: the JPEG (:func:`agent.photos.evidence_jpeg`, with the caption ``caption`` returns) of the frame the
+decision was made on, whose SHA-256 the signed records name (``photo``).
 
 Liveness ``mode``:
 
@@ -23,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import median
 from typing import Any, Literal
 
@@ -35,6 +37,7 @@ from agent.camera import (
     TimedFrame,
     capture_sequence,
 )
+from agent.photos import evidence_jpeg
 from agent.session import FaceOutcome
 from biometrics.liveness import (
     DEFAULT_POLICY,
@@ -45,6 +48,7 @@ from biometrics.liveness import (
     judge,
 )
 from biometrics.templates import distance as template_distance
+from firmware_protocols.messages import photo_sha256
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +71,12 @@ class CheckedFace(FaceOutcome):
     - ``liveness``: the judge's verdict and figures (None when liveness is off or no sequence was judged);
     - ``challenge``: what the person was asked to do;
     - ``frames``: frames captured; ``elapsed_ms``: the whole attempt, capture included; ``compute_ms``: face
-      detection, landmarks, encoding and judging only.
+      detection, landmarks, encoding and judging only;
+    - ``jpeg``: the evidence photo (the decisive frame, downscaled and captioned), or None (camera error, or the
+      photo could not be made).
 
-    :meth:`to_body` adds ``liveness`` (integers only, as signed records need) to the ``result``/``distance`` body.
+    :meth:`to_body` adds ``liveness`` (integers only, as signed records need) and ``photo`` (the JPEG's SHA-256) to
+    the ``result``/``distance`` body.
     """
 
     liveness: LivenessResult | None = None
@@ -77,11 +84,18 @@ class CheckedFace(FaceOutcome):
     frames: int = 0
     elapsed_ms: int | None = None
     compute_ms: int | None = None
+    jpeg: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def photo_sha256(self) -> str | None:
+        return None if self.jpeg is None else photo_sha256(self.jpeg)
 
     def to_body(self) -> dict[str, Any]:
         body = FaceOutcome.to_body(self)  # zero-argument super() does not work in a slots dataclass on 3.11
         if self.liveness is not None:
             body["liveness"] = self.liveness.to_body()
+        if self.jpeg is not None:
+            body["photo"] = photo_sha256(self.jpeg)
         return body
 
 
@@ -100,6 +114,7 @@ class IdentityChecker:
         interval: float = DEFAULT_SEQUENCE_INTERVAL,
         rng: random.Random | None = None,
         on_challenge: Callable[[Challenge], None] | None = None,
+        caption: Callable[[], Sequence[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -118,6 +133,7 @@ class IdentityChecker:
         self.interval = interval
         self.rng = rng if rng is not None else random.SystemRandom()  # a replayer must not guess the next one
         self.on_challenge = on_challenge
+        self.caption = caption  # the evidence photo's watermark (school, coach, student, time, place)
         self._clock = clock
         self._sleep = sleep
         self._camera_failing = False
@@ -148,13 +164,14 @@ class IdentityChecker:
             return FaceOutcome("camera_error", None)
         self._camera_failing = False
         match = self.engine.identify(frame[:, :, ::-1], candidates, self.threshold)  # BGR → RGB
+        jpeg = self._photo(frame[:, :, ::-1])
         if match.faces == 0:
-            return FaceOutcome("no_face", None)
+            return CheckedFace("no_face", None, jpeg=jpeg)
         if match.faces > 1:
-            return FaceOutcome("several_faces", None)
+            return CheckedFace("several_faces", None, jpeg=jpeg)
         if match.person_id is None:
-            return FaceOutcome("fail", None, match.distance)
-        return FaceOutcome("pass", match.person_id, match.distance)
+            return CheckedFace("fail", None, match.distance, jpeg=jpeg)
+        return CheckedFace("pass", match.person_id, match.distance, jpeg=jpeg)
 
     # --- a sequence, with liveness ----------------------------------------------------------------------------
 
@@ -169,12 +186,13 @@ class IdentityChecker:
         t0 = time.perf_counter()
         seq = self._observe(shots)
         verdict = judge(seq, challenge, self.policy)
-        person, dist = self._match(seq, candidates)
+        person, dist, decisive = self._match(seq, candidates)
         several = sum(1 for f in seq if len(f.faces) > 1)
         single = sum(1 for f in seq if len(f.faces) == 1)
         compute_ms = round((time.perf_counter() - t0) * 1000)
         elapsed_ms = round((self._clock() - started) * 1000)
         evidence: dict[str, Any] = {
+            "jpeg": self._photo((decisive or seq[len(seq) // 2]).image) if seq else None,
             "liveness": verdict,
             "challenge": challenge.value,
             "frames": len(shots),
@@ -203,29 +221,44 @@ class IdentityChecker:
             out.append(LivenessFrame(rgb, shot.t, tuple(self.engine.sightings(rgb))))
         return out
 
-    def _match(self, seq: list[LivenessFrame], candidates: Mapping[str, Any]) -> tuple[str | None, float | None]:
-        """(person, median distance) over up to ENCODE_FRAMES frames holding exactly one face: the candidate whose
-        median distance is smallest, if under the threshold."""
+    def _match(
+        self, seq: list[LivenessFrame], candidates: Mapping[str, Any]
+    ) -> tuple[str | None, float | None, LivenessFrame | None]:
+        """(person, median distance, decisive frame) over up to ENCODE_FRAMES frames holding exactly one face: the
+        candidate whose median distance is smallest, if under the threshold; the decisive frame is the encoded one
+        nearest that median (the evidence photo)."""
         single = [f for f in seq if len(f.faces) == 1]
         if not single:
-            return None, None
+            return None, None, None
         if len(single) <= ENCODE_FRAMES:
             picked = single
         else:
             step = (len(single) - 1) / (ENCODE_FRAMES - 1)
             picked = [single[round(k * step)] for k in range(ENCODE_FRAMES)]
-        templates = [t for f in picked for t in self.engine.encode_at(f.image, [f.faces[0].box])[:1]]
-        if not templates or not candidates:
-            return None, None
+        encoded = [(f, t) for f in picked for t in self.engine.encode_at(f.image, [f.faces[0].box])[:1]]
+        middle = picked[len(picked) // 2]
+        if not encoded or not candidates:
+            return None, None, middle
         best_id: str | None = None
         best = float("inf")
+        best_template: Any = None
         for pid, template in candidates.items():
-            d = float(median(template_distance(t, template) for t in templates))
+            d = float(median(template_distance(t, template) for _, t in encoded))
             if d < best:
-                best_id, best = pid, d
+                best_id, best, best_template = pid, d, template
+        decisive = min(encoded, key=lambda ft: abs(template_distance(ft[1], best_template) - best))[0]
         if best < self.threshold:
-            return best_id, best
-        return None, best
+            return best_id, best, decisive
+        return None, best, decisive
+
+    def _photo(self, rgb: Any) -> bytes | None:
+        """The evidence JPEG of a frame; None (logged) if it cannot be made: the check itself stands."""
+        try:
+            caption = list(self.caption()) if self.caption is not None else []
+            return evidence_jpeg(rgb, caption)
+        except Exception:  # noqa: BLE001 - a photo that cannot be made must not fail the face check
+            log.exception("evidence photo not made")
+            return None
 
     def _camera_lost(self, exc: CameraUnavailable) -> None:
         if not self._camera_failing:

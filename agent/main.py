@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.camera import open_camera
     from agent.gps import SerialGpsReader
     from agent.identity import IdentityChecker
+    from agent.photos import PhotoStore
     from agent.provision import load_broker_settings
     from agent.runtime import TerminalRuntime
     from agent.session import TrainingSession
@@ -163,10 +164,12 @@ def run(args: argparse.Namespace) -> int:
     machine = TrainingSession(args.terminal, recheck_minutes=args.recheck_minutes, has_vehicle_signal=has_vehicle)
     identity = IdentityChecker(open_camera(args.camera), FaceEngine(),
                                args.face_threshold or DEFAULT_MATCH_THRESHOLD, liveness=args.liveness)  # fmt: skip
+    photos = PhotoStore(args.data_dir / "photos.sqlite")  # evidence photos, owner-only, until the server acks them
+    photos.prune_orphans()
     sync_ref: list[RecordSync] = []
-    runtime = TerminalRuntime(args.terminal, store, machine, identity, args.data_dir,
+    runtime = TerminalRuntime(args.terminal, store, machine, identity, args.data_dir, photos=photos,
                               on_committed=lambda: sync_ref[0].nudge() if sync_ref else None)  # fmt: skip
-    sync = RecordSync(store, args.terminal, mqtt_host, mqtt_port, key, runtime.on_roster, tls=tls)
+    sync = RecordSync(store, args.terminal, mqtt_host, mqtt_port, key, runtime.on_roster, tls=tls, photos=photos)
     sync_ref.append(sync)
     gps = SerialGpsReader(args.gps, args.gps_baud, runtime.on_fix)
     runtime.attach_gps(gps)  # its link state and counters show on the coach screen
@@ -201,4 +204,5 @@ def run(args: argparse.Namespace) -> int:
     runtime.stop()
     sync.stop()
     store.close()
+    photos.close()
     return 0

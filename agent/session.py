@@ -340,21 +340,21 @@ class TrainingSession:
         self, person: str, role: str, face: FaceOutcome, trigger: str, at: datetime, session: str | None
     ) -> EmitRecord:
         result = face.result if face.result != "pass" or face.person == person else "fail"
-        return EmitRecord(
-            RecordKind.FACE_CHECK,
-            at,
-            {
-                "person": person,
-                "role": role,
-                "result": result,
-                "session": session,
-                "trigger": trigger,
-                "distance": None if face.distance is None else round(face.distance * 1000),
-                "seen": face.person,
-                # Liveness figures (challenge, verdict, measures) when the checker measured them.
-                "liveness": face.to_body().get("liveness"),
-            },
-        )
+        face_body = face.to_body()
+        body = {
+            "person": person,
+            "role": role,
+            "result": result,
+            "session": session,
+            "trigger": trigger,
+            "distance": None if face.distance is None else round(face.distance * 1000),
+            "seen": face.person,
+            # Liveness figures (challenge, verdict, measures) when the checker measured them.
+            "liveness": face_body.get("liveness"),
+        }
+        if face_body.get("photo") is not None:
+            body["photo"] = face_body["photo"]  # SHA-256 of the evidence JPEG: the chain vouches for the photo
+        return EmitRecord(RecordKind.FACE_CHECK, at, body)
 
     def _schedule_window(self, start: datetime) -> None:
         self._window_end = start + self.recheck

@@ -221,6 +221,17 @@ class RecordStore:
             log.debug("ack for %d/%d (%s) matched no pending record", chain, seq, digest[:12])
         return changed
 
+    def statuses(self, positions: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """The status (pending, acked, rejected) of these (chain, seq): a photo is sent only once its record is
+        acked."""
+        if not positions:
+            return {}
+        where = " OR ".join("(chain = ? AND seq = ?)" for _ in positions)
+        args = [x for p in positions for x in p]
+        with self._lock:
+            rows = self.db.execute(f"SELECT chain, seq, status FROM records WHERE {where}", args).fetchall()  # noqa: S608
+        return {(int(r[0]), int(r[1])): str(r[2]) for r in rows}
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self.db.execute("SELECT status, kind, count(*) FROM records GROUP BY status, kind").fetchall()

@@ -6,6 +6,10 @@ broker has the message: a batch not acked within :data:`ACK_TIMEOUT_S` is sent a
 ``duplicate``). ``down/commands`` brings resend requests; what cannot be served is answered with a signed lost
 notice. ``down/roster`` (retained) brings the people this terminal may see.
 
+Evidence photos (``up/photos``) come after records: a round sends photos only when no record is pending, a photo
+only once the server has acked the record that names it, and at most :data:`MAX_PHOTOS_IN_FLIGHT` at a time; its
+bytes are deleted from the photo store only on the server's photo ack ``stored``/``duplicate``.
+
 Crash at any step: records live in SQLite until acked, so a restart resends whatever was in flight.
 """
 
@@ -17,13 +21,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.photos import PENDING_RETRY, PhotoStore
 from agent.store import ACKED, REJECTED, RecordStore, StoredRecord
 from firmware_protocols import envelope, topics
 from firmware_protocols.errors import ProtocolError
@@ -34,8 +39,12 @@ from firmware_protocols.messages import (
     Command,
     CommandName,
     LostNotice,
+    PhotoAck,
+    PhotoStatus,
+    PhotoUpload,
     RecordBatch,
     Roster,
+    decode_ack,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +58,8 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
 KEEPALIVE_S = 30
 LOOP_IDLE_S = 0.2
+#: Photos sent and not acked at once (each ≤ 360 KiB): small, so a photo never holds the link long before records.
+MAX_PHOTOS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -64,6 +75,9 @@ class SyncStats:
     records_rejected: int = 0
     resends_served: int = 0
     lost_notices: int = 0
+    photos_sent: int = 0
+    photos_acked: int = 0
+    photos_rejected: int = 0
     connected: bool = False
     last_ack_at: str | None = None
     errors: dict[str, int] = field(default_factory=dict)
@@ -81,12 +95,15 @@ class RecordSync:
         *,
         batch_size: int = MAX_BATCH_RECORDS,
         tls: dict[str, str] | None = None,
+        photos: PhotoStore | None = None,
     ) -> None:
         self.store, self.terminal, self.host, self.port = store, terminal, host, port
         self._key, self._on_roster = private_key, on_roster
         self.batch_size = min(batch_size, MAX_BATCH_RECORDS)
         self.stats = SyncStats()
         self._in_flight: dict[str, _InFlight] = {}
+        self.photos = photos
+        self._photos_in_flight: dict[str, float] = {}  # sha256 → monotonic time sent
         self._resend: list[Command] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -141,6 +158,7 @@ class RecordSync:
         with self._lock:  # whatever was in flight may be lost with the old connection: resend after the timeout
             for f in self._in_flight.values():
                 f.sent_at = 0.0
+            self._photos_in_flight.clear()
         self._wake.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
@@ -159,7 +177,11 @@ class RecordSync:
         channel = topics.channel_of(msg.topic)
         try:
             if channel == "down/acks":
-                self._handle_ack(Ack.decode(bytes(msg.payload)))
+                ack = decode_ack(bytes(msg.payload))
+                if isinstance(ack, PhotoAck):
+                    self._handle_photo_ack(ack)
+                else:
+                    self._handle_ack(ack)
             elif channel == "down/commands":
                 with self._lock:
                     self._resend.append(Command.decode(bytes(msg.payload)))
@@ -188,6 +210,21 @@ class RecordSync:
         self.stats.last_ack_at = datetime.now(UTC).isoformat()
         self._wake.set()
 
+    def _handle_photo_ack(self, ack: PhotoAck) -> None:
+        if self.photos is None:
+            return
+        if ack.status in (PhotoStatus.STORED, PhotoStatus.DUPLICATE):
+            if self.photos.acked(ack.photo):  # only now are its bytes deleted here
+                self.stats.photos_acked += 1
+        elif ack.status is PhotoStatus.PENDING:
+            self.photos.held(ack.photo, datetime.now(UTC) + PENDING_RETRY)
+        elif ack.status is PhotoStatus.REJECTED and self.photos.rejected(ack.photo, ack.reason):
+            self.stats.photos_rejected += 1
+            log.error("ALARM: server rejected photo %s: %s", ack.photo[:12], ack.reason)
+        with self._lock:
+            self._photos_in_flight.pop(ack.photo, None)
+        self._wake.set()
+
     # --- sender thread -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -199,6 +236,7 @@ class RecordSync:
             try:
                 self._serve_resends()
                 self._send_pending()
+                self._send_photos()
             except Exception:
                 log.exception("sync round failed; retrying")
                 time.sleep(1)
@@ -216,6 +254,38 @@ class RecordSync:
         candidates = [r for r in self.store.pending(self.batch_size * (room + 1)) if (r.chain, r.seq) not in busy]
         for i in range(0, min(len(candidates), room * self.batch_size), self.batch_size):
             self._publish(candidates[i : i + self.batch_size])
+
+    def _send_photos(self) -> None:
+        """Photos after records: none while a record is pending, each only once its record was acked."""
+        if self.photos is None or self.store.pending(1):
+            return
+        now = time.monotonic()
+        with self._lock:
+            for sha, sent in list(self._photos_in_flight.items()):
+                if now - sent > ACK_TIMEOUT_S:
+                    del self._photos_in_flight[sha]
+            room = MAX_PHOTOS_IN_FLIGHT - len(self._photos_in_flight)
+            busy = set(self._photos_in_flight)
+        if room <= 0:
+            return
+        due = [p for p in self.photos.sendable(room * 8) if p.sha256 not in busy]
+        status = self.store.statuses(sorted({(p.chain, p.seq) for p in due}))
+        for p in due:
+            if status.get((p.chain, p.seq)) == REJECTED:  # the server refused its record: nothing would vouch for it
+                self.photos.rejected(p.sha256, "record_rejected", p)
+        for photo in [p for p in due if status.get((p.chain, p.seq)) == ACKED][:room]:
+            payload = PhotoUpload(self.terminal, photo.sha256, photo.chain, photo.seq, photo.taken_at,
+                                  photo.jpeg).encode()  # fmt: skip
+            with self._lock:
+                self._photos_in_flight[photo.sha256] = time.monotonic()
+            # marked before publishing, so that however fast the ack comes it finds the photo sent
+            self.photos.mark_sent(photo, datetime.now(UTC) + timedelta(seconds=ACK_TIMEOUT_S))
+            info = self.client.publish(topics.up_photos(self.terminal), payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:  # sent again once its retry time has come
+                with self._lock:
+                    self._photos_in_flight.pop(photo.sha256, None)
+                return
+            self.stats.photos_sent += 1
 
     def _publish(self, records: list[StoredRecord]) -> None:
         batch_id = f"{records[0].chain}-{records[0].seq}-{uuid.uuid4().hex[:8]}"

@@ -7,12 +7,13 @@ templates. Their exceptions are translated into :mod:`biometrics.errors`.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -116,7 +117,7 @@ class FaceEngine:
 
     # --- images -------------------------------------------------------------------------------------
 
-    def load_image(self, path: str | PathLike[str]) -> npt.NDArray[np.uint8]:
+    def load_image(self, path: str | PathLike[str] | BinaryIO) -> npt.NDArray[np.uint8]:
         """Read an image file (JPEG, PNG, …) as an RGB uint8 array; :class:`ImageUnreadable` if it cannot."""
         try:
             from PIL import Image, UnidentifiedImageError
@@ -137,6 +138,10 @@ class FaceEngine:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL: SyntaxError on bad PNG
             raise ImageUnreadable(f"{path}: cannot decode image ({exc})") from exc
         return rgb
+
+    def decode_image(self, data: bytes) -> npt.NDArray[np.uint8]:
+        """An image held in memory (a terminal's evidence JPEG) as RGB; :class:`ImageUnreadable` if it cannot."""
+        return self.load_image(io.BytesIO(data))
 
     # --- faces --------------------------------------------------------------------------------------
 

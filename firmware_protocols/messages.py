@@ -1,4 +1,5 @@
-"""Messages around the records (contract v1): batches up, acks, commands and the roster down, the lost notice.
+"""Messages around the records (contract v1): batches and photos up, acks, commands and the roster down, the lost
+notice.
 
 All are UTF-8 JSON objects with ``"v": 1``. Only records and the lost notice are signed; the down messages ride on
 topics that only the server may publish to (broker ACL).
@@ -6,14 +7,18 @@ topics that only the server may publish to (broker ACL).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeGuard
 
 from firmware_protocols import envelope
-from firmware_protocols.errors import MalformedMessage, UnsupportedVersion
+from firmware_protocols.errors import LocalProtocolError, MalformedMessage, UnsupportedVersion
 from firmware_protocols.identifiers import check_national_id
 from firmware_protocols.records import SUPPORTED_VERSIONS, format_time, parse_time
 
@@ -22,6 +27,11 @@ MAX_BATCH_RECORDS = 100
 #: An up message larger than this is refused unread (100 records of ~1.5 KiB plus slack).
 MAX_MESSAGE_BYTES = 512 * 1024
 LOST_TYP = "jiapei.lost.v1"
+#: JPEG bytes of one evidence photo: a ≤ 640 px frame at quality ~80 is 30-90 KiB; base64 grows it by 4/3, so the
+#: largest photo still fits one message of :data:`MAX_MESSAGE_BYTES`.
+MAX_PHOTO_BYTES = 360 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def _load(data: bytes) -> dict[str, Any]:
@@ -351,3 +361,125 @@ class EnrolmentRequest:
             raise MalformedMessage("the request is not signed by the key it registers", "bad_enrolment")
         envelope.verify(env, key)
         return request
+
+
+def photo_sha256(jpeg: bytes) -> str:
+    """What a ``face_check`` record's ``photo`` field holds: SHA-256 (lower-case hex) of the exact JPEG bytes."""
+    return hashlib.sha256(jpeg).hexdigest()
+
+
+def is_sha256_hex(text: object) -> TypeGuard[str]:
+    return isinstance(text, str) and _SHA256_HEX.fullmatch(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoUpload:
+    """``up/photos``: the JPEG of one face check, named by the ``face_check`` record at ``chain``/``seq``.
+
+    ``{"v":1, "terminal": T, "sha256": H, "chain": C, "seq": N, "at": time taken, "jpeg": base64}``. Not signed
+    itself: the signed record names ``H``, so the chain vouches for the bytes. :meth:`decode` refuses a photo whose
+    bytes do not hash to ``sha256`` (``photo_hash_mismatch``), that is not a JPEG (``not_jpeg``) or that is larger
+    than :data:`MAX_PHOTO_BYTES` (``too_large``).
+    """
+
+    terminal: str
+    sha256: str
+    chain: int
+    seq: int
+    at: datetime
+    jpeg: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, terminal: str, chain: int, seq: int, at: datetime, jpeg: bytes) -> PhotoUpload:
+        return cls(terminal, photo_sha256(jpeg), chain, seq, at, jpeg)
+
+    def encode(self) -> bytes:
+        _check_photo(self.jpeg, self.sha256, local=True)
+        if not (self.chain >= 1 and self.seq >= 0):
+            raise LocalProtocolError("a photo names a record by chain ≥ 1 and seq ≥ 0", "bad_photo")
+        return _dump(
+            {
+                "v": 1,
+                "terminal": self.terminal,
+                "sha256": self.sha256,
+                "chain": self.chain,
+                "seq": self.seq,
+                "at": format_time(self.at),
+                "jpeg": base64.b64encode(self.jpeg).decode("ascii"),
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> PhotoUpload:
+        obj = _load(data)
+        terminal = check_national_id(obj.get("terminal"), "terminal")
+        sha, chain, seq, b64 = obj.get("sha256"), obj.get("chain"), obj.get("seq"), obj.get("jpeg")
+        if not is_sha256_hex(sha):
+            raise MalformedMessage("sha256 must be 64 lower-case hex digits", "bad_photo")
+        if not (_strict_int(chain) and _strict_int(seq) and chain >= 1 and seq >= 0):
+            raise MalformedMessage("a photo names its record by integer chain ≥ 1 and seq ≥ 0", "bad_photo")
+        if not isinstance(b64, str):
+            raise MalformedMessage("jpeg must be a base64 string", "bad_photo")
+        try:
+            jpeg = base64.b64decode(b64.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError) as exc:
+            raise MalformedMessage("jpeg is not valid base64", "bad_photo") from exc
+        _check_photo(jpeg, sha, local=False)
+        return cls(terminal, sha, chain, seq, parse_time(obj.get("at")), jpeg)
+
+
+def _check_photo(jpeg: bytes, sha: str, *, local: bool) -> None:
+    error = LocalProtocolError if local else MalformedMessage
+    if len(jpeg) > MAX_PHOTO_BYTES:
+        raise error(f"photo of {len(jpeg)} bytes > {MAX_PHOTO_BYTES}", "too_large")
+    if not jpeg.startswith(_JPEG_MAGIC):
+        raise error("the photo is not a JPEG", "not_jpeg")
+    if photo_sha256(jpeg) != sha:
+        raise error("the photo's bytes do not hash to its sha256", "photo_hash_mismatch")
+
+
+class PhotoStatus(StrEnum):
+    STORED = "stored"  # committed now: the terminal may delete its copy
+    DUPLICATE = "duplicate"  # committed before (a resend): same outcome as stored
+    PENDING = "pending"  # held: the record that names it is not stored yet; send it again later
+    REJECTED = "rejected"  # refused for good (not named by that record, unreadable): kept on the terminal, alarm
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoAck:
+    """``down/acks`` for a photo, sent only after the server's COMMIT: ``{"v":1, "photo": H, "status", "reason"?}``.
+
+    Told apart from a batch :class:`Ack` by its ``photo`` field (see :func:`decode_ack`)."""
+
+    photo: str
+    status: PhotoStatus
+    reason: str | None = None
+
+    def encode(self) -> bytes:
+        d: dict[str, Any] = {"v": 1, "photo": self.photo, "status": str(self.status)}
+        if self.reason:
+            d["reason"] = self.reason
+        return _dump(d)
+
+    @classmethod
+    def decode(cls, data: bytes) -> PhotoAck:
+        return cls._from(_load(data))
+
+    @classmethod
+    def _from(cls, obj: dict[str, Any]) -> PhotoAck:
+        photo, reason = obj.get("photo"), obj.get("reason")
+        if not is_sha256_hex(photo):
+            raise MalformedMessage("photo ack needs the photo's sha256", "bad_ack")
+        try:
+            status = PhotoStatus(str(obj.get("status")))
+        except ValueError as exc:
+            raise MalformedMessage(f"unknown photo ack status {obj.get('status')!r}", "bad_ack") from exc
+        return cls(photo, status, reason if isinstance(reason, str) else None)
+
+
+def decode_ack(data: bytes) -> Ack | PhotoAck:
+    """A ``down/acks`` message: a photo's ack (it has ``photo``) or a batch's."""
+    obj = _load(data)
+    if "photo" in obj:
+        return PhotoAck._from(obj)
+    return Ack.decode(data)

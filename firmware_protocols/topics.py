@@ -34,6 +34,7 @@ def down_roster(terminal: str) -> str:
 INGEST_SUBSCRIPTIONS = (
     f"$share/{INGEST_SHARE_GROUP}/{PREFIX}/+/up/records",
     f"$share/{INGEST_SHARE_GROUP}/{PREFIX}/+/up/notices",
+    f"$share/{INGEST_SHARE_GROUP}/{PREFIX}/+/up/photos",
 )
 
 
