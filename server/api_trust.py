@@ -1,9 +1,10 @@
 """The trust endpoints of the operator API: enrolment tokens, terminal provisioning, revocation, chain audit.
 
-``POST /api/enrolments`` (admin) issues a one-time token for one car; ``POST /api/provision`` is what a terminal
-calls with it (no bearer: the token and the request's signature are its credentials; failures are rate-limited
-per address); ``POST /api/terminals/{id}/revoke`` (admin) revokes; ``GET /api/terminals/{id}/audit`` re-verifies
-every stored record of a terminal against the key history.
+``POST /api/enrolments`` (regulator, or a school admin for its own school's cars) issues a one-time token for one
+car; ``POST /api/provision`` is what a terminal calls with it (no bearer: the token and the request's signature are
+its credentials; failures are rate-limited per address); ``POST /api/terminals/{id}/revoke`` (regulator) revokes;
+``GET /api/terminals/{id}/audit`` (regulator, the terminal's school admin) re-verifies every stored record of a
+terminal against the key history.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from server.api_deps import check_id, own_school_only, visible_terminal
 from server.audit import audit_terminal
+from server.auth import Staff
 from server.broker import BrokerControl
 from server.clock import utcnow
 from server.pki import CertificateAuthority
@@ -102,8 +105,10 @@ def register(admin_dependency: Any) -> APIRouter:
     router = APIRouter(prefix="/api")
     failures = RateLimiter(*PROVISION_FAILURE_LIMIT)
 
-    @router.post("/enrolments", status_code=201, dependencies=[admin_dependency])
-    def create_enrolment(body: EnrolmentCreate, request: Request) -> EnrolmentIssued:
+    @router.post("/enrolments", status_code=201, tags=["terminals"])
+    def create_enrolment(body: EnrolmentCreate, request: Request, p: Staff) -> EnrolmentIssued:
+        own_school_only(p, body.school)
+        check_id(body.terminal, "terminal")
         now = utcnow()
         with request.app.state.session_factory() as s, s.begin():
             try:
@@ -117,7 +122,7 @@ def register(admin_dependency: Any) -> APIRouter:
         log.info("enrolment token issued for terminal %s (%s), expires %s", body.terminal, body.car_plate, expires)
         return EnrolmentIssued(token=token, terminal=body.terminal, expires_at=expires)
 
-    @router.post("/provision", status_code=201)
+    @router.post("/provision", status_code=201, tags=["terminals"])
     def provision_terminal(body: ProvisionBody, request: Request) -> ProvisionAnswer:
         trust = _trust(request)
         who = _client(request)
@@ -152,7 +157,7 @@ def register(admin_dependency: Any) -> APIRouter:
                                ca_certificate=trust.ca.cert_file.read_text(), mqtt_host=trust.mqtt_host,
                                mqtt_port=trust.mqtt_port)  # fmt: skip
 
-    @router.post("/terminals/{terminal_id}/revoke", dependencies=[admin_dependency])
+    @router.post("/terminals/{terminal_id}/revoke", dependencies=[admin_dependency], tags=["terminals"])
     def revoke_terminal(terminal_id: str, body: RevokeBody, request: Request) -> RevokeAnswer:
         with request.app.state.session_factory() as s, s.begin():
             try:
@@ -166,9 +171,10 @@ def register(admin_dependency: Any) -> APIRouter:
         return RevokeAnswer(terminal=terminal_id, status=status, revoked_at=revoked_at, broker_reloaded=reloaded,
                             connection_closed=kicked)  # fmt: skip
 
-    @router.get("/terminals/{terminal_id}/audit")
-    def audit(terminal_id: str, request: Request) -> dict[str, Any]:
+    @router.get("/terminals/{terminal_id}/audit", tags=["terminals"])
+    def audit(terminal_id: str, request: Request, p: Staff) -> dict[str, Any]:
         with request.app.state.session_factory() as s:
+            visible_terminal(s, p, terminal_id)
             report = audit_terminal(s, terminal_id)
         if report is None:
             raise HTTPException(404, "no such terminal")

@@ -119,14 +119,15 @@ def load_trust(settings: Settings) -> tuple[Trust | None, ssl.SSLContext | None]
         return None, None
     from server.api_trust import Trust
     from server.broker import BrokerControl, tls_context
-    from server.pki import CertificateAuthority
+    from server.pki import CertificateAuthority, check_private_file
 
     pki = Path(settings.pki_dir)
     worker = settings.mqtt_client_id
     for f in (pki / "ca.key", pki / f"{worker}.key"):
         if not f.exists():
             raise TrustConfigError(f"{f} is missing: run `jiapei pki init --dir {pki}` (and `jiapei pki worker`)")
-    ca = CertificateAuthority.load(pki)
+    ca = CertificateAuthority.load(pki)  # refuses a CA key others can read
+    check_private_file(pki / f"{worker}.key")
     tls = tls_context(pki / "ca.crt", pki / f"{worker}.crt", pki / f"{worker}.key")
     pid = Path(settings.broker_pid_file) if settings.broker_pid_file else None
     broker = BrokerControl(ca, Path(settings.broker_dir or pki), pid_file=pid, mqtt_host=settings.mqtt_host,

@@ -27,3 +27,10 @@ class Settings(BaseSettings):
     broker_pid_file: str | None = None  # SIGHUP goes there after a revocation; else reload the broker yourself
     mqtt_public_host: str | None = None  # what terminals are told to connect to (default: mqtt_host)
     mqtt_public_port: int | None = None
+    # Operators (issue 7). The key that signs operators' access tokens (HS256, at least 32 bytes): a file only the
+    # server's user can read (``jwt_key_file``, mode 0600), or ``JIAPEI_JWT_KEY`` in the environment. Neither set:
+    # a random key per process (every token dies with a restart; fine for development, wrong behind a balancer).
+    jwt_key_file: str | None = None
+    jwt_key: str | None = None
+    access_token_minutes: int = 30
+    dashboard_cookie_secure: bool = False  # set behind TLS: the dashboard's session cookie then needs HTTPS

@@ -384,6 +384,6 @@ def test_revocation_closes_the_connection_refuses_reconnects_and_later_records(
         assert ack is not None and ack.results[0].reason == "terminal_revoked"
         assert alarms(enrolled, ALARM_REVOKED_TERMINAL)
         # … while those stored before stay verifiable.
-        audit = client.get(f"/api/terminals/{terminal.id}/audit").json()
+        audit = client.get(f"/api/terminals/{terminal.id}/audit", headers=AUTH).json()
         assert audit["status"] == "revoked" and audit["records"] == audit["verified"] == 2
     assert raw_count(enrolled) == 2

@@ -189,7 +189,7 @@ def test_api_admin_writes_and_reads(sf: Any, tmp_path: Path) -> None:
         token = client.post("/api/enrolments", headers=auth, json=car).json()["token"]
         r = client.post("/api/provision", json={"request": enrolment_request(terminal, token)[0]})
         assert r.status_code == 201 and r.json()["key_id"] == terminal.key_id
-        assert client.get(f"/api/terminals/{terminal.id}").json()["key_id"] == terminal.key_id
+        assert client.get(f"/api/terminals/{terminal.id}", headers=auth).json()["key_id"] == terminal.key_id
         assert client.post("/api/provision", json={"request": "not a request"}).json()["detail"]["reason"]
         coach = {
             "id": "C000000000000001",
@@ -225,23 +225,23 @@ def test_api_admin_writes_and_reads(sf: Any, tmp_path: Path) -> None:
             TestTerminal(id="T999999999999999").batch([TestTerminal(id="T999999999999999").genesis()]),
         )
 
-        assert [t["id"] for t in client.get("/api/terminals").json()] == [terminal.id]
-        assert client.get(f"/api/terminals/{terminal.id}").json()["last_seen_at"] is not None
-        assert client.get("/api/terminals/NOPE").status_code == 404
-        st = client.get(f"/api/students/{STUDENT}").json()
+        assert [t["id"] for t in client.get("/api/terminals", headers=auth).json()] == [terminal.id]
+        assert client.get(f"/api/terminals/{terminal.id}", headers=auth).json()["last_seen_at"] is not None
+        assert client.get("/api/terminals/NOPE", headers=auth).status_code == 404
+        st = client.get(f"/api/students/{STUDENT}", headers=auth).json()
         assert st["licence_class"] == "C1" and st["hours"][1]["valid_minutes"] == 3
         assert st["hours"][1]["required_minutes"] == 15
-        assert client.get(f"/api/students/{STUDENT}/hours").json()[1]["complete"] is False
-        assert len(client.get("/api/students").json()) == 1
-        sessions = client.get("/api/sessions", params={"student": STUDENT}).json()
-        assert len(sessions) == 2 and client.get("/api/sessions", params={"terminal": "X"}).json() == []
+        assert client.get(f"/api/students/{STUDENT}/hours", headers=auth).json()[1]["complete"] is False
+        assert len(client.get("/api/students", headers=auth).json()) == 1
+        sessions = client.get("/api/sessions", params={"student": STUDENT}, headers=auth).json()
+        assert len(sessions) == 2 and client.get("/api/sessions", params={"terminal": "X"}, headers=auth).json() == []
         s2 = next(x for x in sessions if x["session"] == "S2")
-        minutes = client.get(f"/api/sessions/{s2['id']}/minutes").json()
+        minutes = client.get(f"/api/sessions/{s2['id']}/minutes", headers=auth).json()
         assert [m["valid"] for m in minutes] == [False, False]
         assert minutes[0]["reasons"][0]["code"] == "engine_off" and minutes[0]["reasons"][0]["zh"]
-        assert client.get("/api/sessions/99999/minutes").status_code == 404
-        assert [a["kind"] for a in client.get("/api/alarms").json()] == ["unknown_terminal"]
-        assert client.get("/api/stage-reviews").json() == []
+        assert client.get("/api/sessions/99999/minutes", headers=auth).status_code == 404
+        assert [a["kind"] for a in client.get("/api/alarms", headers=auth).json()] == ["unknown_terminal"]
+        assert client.get("/api/stage-reviews", headers=auth).json() == []
         metrics = client.get("/metrics").text
         assert f"jiapei_records_stored_total {len(records)}" in metrics
         assert 'jiapei_rejections_total{reason="unknown_terminal"} 1' in metrics

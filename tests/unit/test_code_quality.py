@@ -42,3 +42,19 @@ def test_strict_typing_of_protocols_and_pure_cores() -> None:
     targets = ["firmware_protocols", "agent/session.py", "server/validation", "server/hours.py", "server/policy.py"]
     r = subprocess.run([tool("mypy"), "--strict", *targets], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_no_secret_is_committed() -> None:
+    """Keys and tokens come from files and the environment on the machine, never from the repository."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not files:
+        pytest.skip("not a git checkout")
+    leaks = []
+    for name in files:
+        path = ROOT / name
+        if not path.is_file() or path.suffix in {".jpg", ".png", ".mp4"}:
+            continue
+        text = path.read_bytes()
+        if b"PRIVATE KEY-----" in text and not name.startswith("tests/"):
+            leaks.append(name)
+    assert leaks == []
