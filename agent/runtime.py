@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from agent.gnss_time import FixWatch, GnssClock, TimeEvent
 from agent.identity import IdentityChecker
 from agent.keys import write_owner_only
+from agent.photos import PhotoStore, caption_lines
 from agent.session import (
     Action,
     EmitRecord,
@@ -33,7 +34,7 @@ from agent.session import (
     TrainingSession,
     VehicleSample,
 )
-from agent.store import RecordStore, StoreError
+from agent.store import RecordStore, StoredRecord, StoreError
 from firmware_protocols.errors import ProtocolError
 from firmware_protocols.messages import Roster
 from firmware_protocols.nmea import GpsFix
@@ -56,6 +57,29 @@ class RequestResult:
     face: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FaceCheckView:
+    """The face check the screen shows: who, why (``trigger``: a request name or ``random``), the liveness challenge
+    the person was asked for, and once done its ``result`` (a records.FaceResult value). Times are monotonic."""
+
+    role: str
+    trigger: str
+    person: str | None
+    started: float
+    challenge: str | None = None
+    result: str | None = None
+    finished: float | None = None
+
+    def to_json(self, mono: float) -> dict[str, Any]:
+        return {"role": self.role, "trigger": self.trigger, "person": self.person, "challenge": self.challenge,
+                "running": self.result is None, "result": self.result, "age_s": round(mono - self.started, 1),
+                "done_ago_s": None if self.finished is None else round(mono - self.finished, 1)}  # fmt: skip
+
+
+#: Called on the runtime's thread after a record's COMMIT returned (the coach screen counts only what is stored).
+RecordListener = Callable[[StoredRecord, datetime], None]
+
+
 class TerminalRuntime:
     def __init__(
         self,
@@ -66,6 +90,7 @@ class TerminalRuntime:
         data_dir: Path,
         *,
         on_committed: Callable[[], None] = lambda: None,
+        photos: PhotoStore | None = None,
     ) -> None:
         self.terminal, self.store, self.machine, self.identity = terminal, store, machine, identity
         self.data_dir = data_dir
@@ -87,6 +112,16 @@ class TerminalRuntime:
         self._unstored: deque[EmitRecord] = deque()
         self._unstored_alarmed = False
         self.fixes_dropped = 0
+        self.face_check: FaceCheckView | None = None  # the latest face check, running or done (coach screen)
+        self.version = 0  # bumped whenever something the screen shows changed (requests, records, face checks)
+        self.record_listeners: list[RecordListener] = []
+        if identity is not None and identity.on_challenge is None:
+            identity.on_challenge = self._on_challenge  # the screen tells the person to blink / turn the head
+        self.photos = photos  # evidence photos: kept before their record commits, linked to it after
+        if photos is not None:
+            self.record_listeners.append(self._link_photo)
+            if identity is not None and identity.caption is None:
+                identity.caption = self._photo_caption
 
     # --- life cycle --------------------------------------------------------------------------------------
 
@@ -123,10 +158,12 @@ class TerminalRuntime:
         """A coach-screen request (coach_login, student_login, student_logout, coach_logout). Blocks until done."""
         role = "coach" if what.startswith("coach") else "student"
         current = {"student_logout": self.machine.student, "coach_logout": self.machine.coach}.get(what)
-        face = self._identify(role, kwargs.get("person") or current)
+        face = self._identify(role, kwargs.get("person") or current, what)
         fut: Future[RequestResult] = Future()
         self._events.put(("request", (what, face, kwargs, fut)))
-        return fut.result(timeout=30)
+        result = fut.result(timeout=30)
+        self.version += 1
+        return result
 
     def attach_gps(self, reader: Any) -> None:
         """Show the GPS reader's link state and counters (its ``status()``) on the coach screen."""
@@ -273,6 +310,12 @@ class TerminalRuntime:
             self.records_committed += 1
             self.machine.on_appended(action.kind, stored.seq, stored.body)
             self.on_committed()
+            for listener in self.record_listeners:
+                try:
+                    listener(stored, action.at)
+                except Exception:  # a screen's bookkeeping must never stop the records
+                    log.exception("record listener failed")
+            self.version += 1
 
     # --- faces -------------------------------------------------------------------------------------------
 
@@ -282,10 +325,22 @@ class TerminalRuntime:
                 job = self._face_jobs.get(timeout=0.5)
             except queue.Empty:
                 continue
-            outcome = self._identify(job.role, job.person)
+            outcome = self._identify(job.role, job.person, job.trigger)
             self._events.put(("face_done", (outcome, self.now())))
 
-    def _identify(self, role: str, person: str | None) -> FaceOutcome:
+    def _identify(self, role: str, person: str | None, trigger: str) -> FaceOutcome:
+        self.face_check = FaceCheckView(role, trigger, person, time.monotonic())
+        self.version += 1
+        outcome = self._check_face(role, person)
+        jpeg = getattr(outcome, "jpeg", None)
+        if self.photos is not None and jpeg is not None:
+            self.photos.put(jpeg, self.now())  # before the record naming it commits (a refusal never stops it)
+        if self.face_check is not None:
+            self.face_check = replace(self.face_check, result=outcome.result, finished=time.monotonic())
+        self.version += 1
+        return outcome
+
+    def _check_face(self, role: str, person: str | None) -> FaceOutcome:
         if self.identity is None:
             return FaceOutcome("camera_error", None)
         pool = self._templates.get(role, {})
@@ -297,6 +352,27 @@ class TerminalRuntime:
         except Exception:
             log.exception("face check failed")
             return FaceOutcome("camera_error", None)
+
+    def _link_photo(self, stored: StoredRecord, at: datetime) -> None:
+        photo = stored.body.get("photo")
+        if self.photos is not None and stored.kind == RecordKind.FACE_CHECK and isinstance(photo, str):
+            self.photos.link(photo, stored.chain, stored.seq)
+
+    def _photo_caption(self) -> list[str]:
+        """The evidence photo's watermark: school, coach, student (or the person being checked), time, place."""
+        m, fix, view = self.machine, self.last_fix, self.face_check
+        checked = view.person if view is not None else None
+        return caption_lines(terminal=self.terminal, school=None if self.roster is None else self.roster.school,
+                             coach=m.coach or (checked if view is not None and view.role == "coach" else None),
+                             student=m.student or (checked if view is not None and view.role == "student" else None),
+                             at=self.now(), lat=None if fix is None else fix.lat,
+                             lon=None if fix is None else fix.lon)  # fmt: skip
+
+    def _on_challenge(self, challenge: Any) -> None:
+        """IdentityChecker's hook: the liveness challenge drawn for the running check (shown as 请眨眼 / 请转头)."""
+        if self.face_check is not None and self.face_check.result is None:
+            self.face_check = replace(self.face_check, challenge=str(challenge))
+            self.version += 1
 
     # --- roster ------------------------------------------------------------------------------------------
 
