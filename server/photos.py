@@ -12,8 +12,10 @@ A terminal's face confidence is its own word. Every ``face_check`` record names 
    is answered ``duplicate``;
 3. re-checks the face (:class:`biometrics.FaceEngine`): the distance from the photo's one face to the enrolment
    template of the person the record names, the nearest *other* enrolled person of the school, and duplicates —
-   the same JPEG named by another record (``exact``) or the same face image (encodings closer than
-   :data:`NEAR_DUPLICATE_DISTANCE`, ``near``) in another check. The result is a :class:`~server.models.FaceVerdict`
+   the same JPEG named by another record (``exact``), the same face image (encodings closer than
+   :data:`NEAR_DUPLICATE_DISTANCE`, ``near``) in another check of that person, or the same picture by its perceptual
+   hash (:mod:`biometrics.phash` of the frame above the caption, within :data:`PHASH_DUPLICATE_BITS`, ``phash``) in
+   any recent check, with or without a face. The result is a :class:`~server.models.FaceVerdict`
    row (data for validation) and alarms: ``face_mismatch`` (the terminal said pass, the server sees another face or
    none), ``same_face_two_ids`` (the face matches the named person and another student too) and
    ``duplicate_photo``.
@@ -65,6 +67,12 @@ log = logging.getLogger(__name__)
 #: Measured with the shared test faces: one JPEG re-encoded, rescaled or given a caption band 0.06-0.09 from itself;
 #: two different photos of one person ≥ 0.13; frames of the shared video 0.4 s apart ≥ 0.25.
 NEAR_DUPLICATE_DISTANCE = 0.11
+#: Perceptual hashes (biometrics.phash, 64 bits) of two photos this close are the same picture (``phash`` duplicate).
+#: Measured (bench/phash_stability.py, 31 photos as evidence JPEGs): re-encoded at quality 50-95, rescaled 0.5-1.5x or
+#: re-captioned 0-2 bits from itself; different photos ≥ 14; frames of one video 1 s apart ≥ 4, 2 s ≥ 18. A crop of
+#: 8 px moves it up to 14 bits, so a cropped copy is left to the face encoding (``near``). It separates where the
+#: face encoding cannot look: a reused photo with no face, or one named under another person.
+PHASH_DUPLICATE_BITS = 2
 #: Photos held ``pending`` per terminal (their record not stored yet); past this a photo is answered ``pending``
 #: without being kept, and the terminal sends it again later (bounded memory and disk for unverified bytes).
 MAX_PENDING_PER_TERMINAL = 32
@@ -254,7 +262,7 @@ class PhotoIngest:
         claimed = self._template(person, people.get(person, (None, None))[1])
         encoding: Any = None
         verdict, dist, other, other_d = "no_template", None, None, None
-        faces = self._faces(jpeg)
+        faces, photo_hash = self._faces(jpeg)
         if faces is None:
             verdict = "unreadable"
         elif len(faces) == 0:
@@ -276,7 +284,7 @@ class PhotoIngest:
         try:
             with self._sf() as s, s.begin():
                 row = self._write_verdict(s, named, sha, person, role, verdict, dist, other, other_d, encoding,
-                                          people, compute_ms)  # fmt: skip
+                                          people, compute_ms, photo_hash)  # fmt: skip
         except IntegrityError:  # another worker wrote this record's verdict first: same inputs, same verdict
             return None
         self.timings_ms = [*self.timings_ms[-99:], compute_ms]
@@ -301,11 +309,13 @@ class PhotoIngest:
     def _write_verdict(
         self, s: Session, named: _Named, sha: str, person: str, role: str, verdict: str, dist: float | None,
         other: str | None, other_d: float | None, encoding: Any, people: dict[str, tuple[str, str]], compute_ms: int,
+        photo_hash: int | None = None,
     ) -> FaceVerdict:  # fmt: skip
         from biometrics.templates import decode_template, distance
 
         body = named.body
         duplicate, duplicate_of, duplicate_d = None, None, None
+        phash_bits: int | None = None
         first = s.scalar(select(FaceVerdict).where(FaceVerdict.photo_sha256 == sha).order_by(FaceVerdict.id).limit(1))
         if first is not None:
             duplicate, duplicate_of = "exact", f"{first.terminal_id}/{first.chain}/{first.seq}"
@@ -319,6 +329,18 @@ class PhotoIngest:
                        key=lambda x: x[1], default=None)  # fmt: skip
             if best is not None and best[1] < NEAR_DUPLICATE_DISTANCE:
                 duplicate, duplicate_of, duplicate_d = "near", best[0], best[1]
+        if duplicate is None and photo_hash is not None:
+            from biometrics.phash import from_hex, hamming
+
+            hashed = s.execute(
+                select(FaceVerdict.terminal_id, FaceVerdict.chain, FaceVerdict.seq, FaceVerdict.phash)
+                .where(FaceVerdict.phash.is_not(None)).order_by(FaceVerdict.id.desc()).limit(MAX_NEAR_DUPLICATE_SCAN)
+            ).all()  # fmt: skip
+            closest = min(((f"{t}/{c}/{q}", hamming(photo_hash, from_hex(str(h)))) for t, c, q, h in hashed),
+                          key=lambda x: x[1], default=None)  # fmt: skip
+            if closest is not None and closest[1] <= PHASH_DUPLICATE_BITS:
+                duplicate, duplicate_of = "phash", closest[0]
+                phash_bits = closest[1]
         alarms: list[str] = []
         detail = {"chain": named.chain, "seq": named.seq, "person": person, "role": role,
                   "session": body.get("session"), "photo": sha, "verdict": verdict, "distance": _milli(dist),
@@ -331,6 +353,8 @@ class PhotoIngest:
         if duplicate is not None:
             alarms.append(ALARM_DUPLICATE_PHOTO)
             detail |= {"duplicate": duplicate, "duplicate_of": duplicate_of, "duplicate_distance": _milli(duplicate_d)}
+            if phash_bits is not None:
+                detail["phash_bits"] = phash_bits
         for kind in alarms:
             self._alarm(s, named.terminal, kind, detail)
         row = FaceVerdict(
@@ -341,25 +365,33 @@ class PhotoIngest:
             verdict=verdict, distance=_milli(dist), other_person=other, other_distance=_milli(other_d),
             duplicate=duplicate, duplicate_of=duplicate_of, duplicate_distance=_milli(duplicate_d),
             encoding=None if encoding is None else encoding.encode(), alarms=alarms, at=named.at,
+            phash=None if photo_hash is None else _phash_hex(photo_hash),
             checked_at=self._clock(), compute_ms=compute_ms,
         )  # fmt: skip
         s.add(row)
         s.flush()
         return row
 
-    def _faces(self, jpeg: bytes) -> list[Any] | None:
-        """The face templates in the photo (None: not a readable image)."""
+    def _faces(self, jpeg: bytes) -> tuple[list[Any] | None, int | None]:
+        """The face templates in the photo (None: not a readable image) and its perceptual hash (None: not made)."""
+        from biometrics.engine import DETECT_WIDTH
         from biometrics.errors import ImageUnreadable
 
         engine = self._engine_or_none()
         try:
             rgb = engine.decode_image(jpeg)
         except ImageUnreadable:
-            return None
+            return None, None
+        try:
+            from biometrics.phash import phash
+
+            photo_hash: int | None = phash(rgb)
+        except ValueError:  # too small to hash
+            photo_hash = None
         # Detection on a downscaled copy (as the terminal does), encodings on the full photo inside the boxes:
         # ~5x cheaper than detecting at full size with an upsample, for the same faces on a 640 px photo.
-        boxes = [f.box for f in engine.sightings(rgb)]
-        return list(engine.encode_at(rgb, boxes)) if boxes else []
+        boxes = engine.locate(rgb, detect_width=DETECT_WIDTH)
+        return (list(engine.encode_at(rgb, boxes)) if boxes else []), photo_hash
 
     def _engine_or_none(self) -> Any:
         with self._engine_lock:
@@ -456,6 +488,12 @@ def _claimed_sha(payload: bytes) -> str | None:
         return None
     sha = obj.get("sha256") if isinstance(obj, dict) else None
     return sha if is_sha256_hex(sha) else None
+
+
+def _phash_hex(h: int) -> str:
+    from biometrics.phash import to_hex
+
+    return to_hex(h)
 
 
 def _milli(x: float | None) -> int | None:

@@ -3,7 +3,8 @@
     GET  /cameras                        → {"cameras": {name: scene description}}
     GET  /cameras/{name}/snapshot.jpg    → the camera's current frame (image/jpeg)
     GET  /cameras/{name}/scene           → the scene description
-    POST /cameras/{name}/scene           ← {"image": path} | {"held": path} | {"video": path, …} | {"empty": true}
+    POST /cameras/{name}/scene           ← {"image": path} | {"held": path} | {"video": path, …} | {"multi": [path, …]}
+                                           | {"empty": true}, each with an optional "exposure"
 
 Scenes, i.e. what is in front of the camera:
 
@@ -18,7 +19,18 @@ Scenes, i.e. what is in front of the camera:
   the clip's frame rate with real time, looping: what a camera watching a live person sees. ``"advance":
   "request"`` serves the next frame at each snapshot request, moving ``"stride"`` frames on (default 1), so a test
   gets the same successive frames whatever its timing.
+- ``{"multi": [path, path, …]}``: :data:`MULTI_MAX` at most pictures or clips side by side in one 640x480 frame
+  (someone else in view: a passenger leaning in, a second person behind the driver), each in its own cell, with
+  sensor noise; clips play in a loop, the scene as long as its longest clip (:data:`HELD_FRAMES` frames if all are
+  pictures). A face check sees ``several_faces``.
 - ``{"empty": true}``: an empty car seat: a plain grey frame with no face.
+- ``"exposure"`` (0 < exposure ≤ 1, default 1) with any scene but ``empty``: the light that reaches the sensor, as a
+  fraction. Below 1 every frame is darkened by that factor and gets sensor noise (σ :data:`DARK_NOISE_SIGMA` grey
+  levels, seeded), as an underexposed camera at night or in a tunnel gives; a still picture then becomes
+  :data:`HELD_FRAMES` frames that differ by their noise. :data:`DARK_EXPOSURE` is the "dark" mode of the tests.
+
+:func:`demo_mode` gives the scene and the expected person for each named mode of the issue (genuine, other person,
+printed photo, replayed loop, replayed recording, no face, two faces, dark) from the shipped demo faces.
 
 Unknown camera: 404; a body that is not the JSON above, or a file that cannot be read: 400 with ``{"error": reason}``.
 
@@ -33,7 +45,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,6 +70,20 @@ EMPTY_FRAME_SIZE = (640, 480)
 """Width, height of the empty-seat frame."""
 
 EMPTY_FRAME_GREY = 128
+
+MULTI_MAX = 4
+"""Most pictures or clips in one ``multi`` scene."""
+
+DARK_NOISE_SIGMA = 2.0
+"""Sensor noise (grey levels) added to an underexposed frame: the read noise does not scale down with the light."""
+
+DARK_EXPOSURE = 0.04
+"""Exposure of the "dark" mode: a cabin at night without infrared light (the brightest skin at ~10 grey levels)."""
+
+CAMERA_MODES = (
+    "genuine", "other_person", "printed_photo", "replayed_loop", "replayed_recording", "no_face", "two_faces", "dark",
+)  # fmt: skip
+"""Named modes of :func:`demo_mode`."""
 
 HELD_FRAMES = 45
 HELD_FPS = 15.0
@@ -114,7 +140,7 @@ def _check_file(path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Scene:
-    kind: str  # "empty" | "image" | "held" | "video"
+    kind: str  # "empty" | "image" | "held" | "video" | "multi"
     source: str | None
     frames: tuple[bytes, ...]
     fps: float
@@ -122,6 +148,8 @@ class _Scene:
     advance: str = "time"
     stride: int = 1
     segment: tuple[int, int] | None = None  # first and end (excluded) frame of a video kept
+    exposure: float = 1.0
+    sources: tuple[str, ...] = ()  # a multi scene's pictures and clips
 
     def frame_index(self, now: float, served: int) -> int:
         if len(self.frames) == 1:
@@ -134,9 +162,13 @@ class _Scene:
         d: dict[str, Any] = {"kind": self.kind}
         if self.source is not None:
             d["source"] = self.source
-        if self.kind in ("video", "held"):
+        if self.kind in ("video", "held", "multi") or len(self.frames) > 1:
             d["frames"] = len(self.frames)
             d["fps"] = self.fps
+        if self.sources:
+            d["sources"] = list(self.sources)
+        if self.exposure != 1.0:
+            d["exposure"] = self.exposure
         if self.kind == "video":
             d["advance"] = self.advance
             if self.advance == "request":
@@ -232,6 +264,110 @@ def _video_scene(
     return _Scene("video", str(path), tuple(frames), fps, now, advance, stride, segment)
 
 
+def _decoded(frames: Iterable[bytes]) -> list[Any]:
+    import cv2
+    import numpy as np
+
+    return [cv2.imdecode(np.frombuffer(f, dtype=np.uint8), cv2.IMREAD_COLOR) for f in frames]
+
+
+def _underexposed(scene: _Scene, exposure: float) -> _Scene:
+    """``scene`` seen with ``exposure`` of its light: darker, with sensor noise (a still gets HELD_FRAMES frames)."""
+    import numpy as np
+
+    if not 0.0 < exposure <= 1.0:
+        raise SceneError('"exposure" must be more than 0 and at most 1')
+    if exposure == 1.0:
+        return scene
+    rng = np.random.default_rng(HELD_SEED)
+    decoded = _decoded(scene.frames)
+    if len(decoded) == 1:
+        decoded = decoded * HELD_FRAMES
+    frames = []
+    for frame in decoded:
+        dark = frame.astype(np.float64) * exposure + rng.normal(0, DARK_NOISE_SIGMA, frame.shape)
+        frames.append(_encode_jpeg(np.clip(np.rint(dark), 0, 255).astype(np.uint8)))
+    fps = scene.fps if scene.fps > 0 else HELD_FPS
+    return replace(scene, frames=tuple(frames), fps=fps, exposure=exposure)
+
+
+def _source_frames(path: Path) -> tuple[list[Any], float]:
+    """A picture (one frame, fps 0) or a clip's frames (up to MAX_VIDEO_FRAMES) and its frame rate, decoded."""
+    import cv2
+    import numpy as np
+
+    _check_file(path)
+    still = cv2.imdecode(np.frombuffer(path.read_bytes(), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if still is not None:
+        return [still], 0.0
+    clip = _video_scene(path, 0.0)
+    return _decoded(clip.frames), clip.fps
+
+
+def _multi_scene(paths: list[Path], now: float) -> _Scene:
+    """Pictures and clips side by side: see the module docstring."""
+    import cv2
+    import numpy as np
+
+    if not 2 <= len(paths) <= MULTI_MAX:
+        raise SceneError(f'"multi" takes 2-{MULTI_MAX} paths')
+    sources = [_source_frames(p) for p in paths]
+    w, h = EMPTY_FRAME_SIZE
+    cell_w = w // len(paths)
+    count = max(len(frames) for frames, _ in sources)
+    if count == 1:
+        count = HELD_FRAMES
+    fps = max((fps for _, fps in sources), default=0.0) or HELD_FPS
+    rng = np.random.default_rng(HELD_SEED)
+    frames = []
+    for k in range(count):
+        canvas = np.full((h, w, 3), HELD_BACKGROUND, np.uint8)
+        for i, (src, _) in enumerate(sources):
+            item = src[k % len(src)]
+            scale = min(cell_w / item.shape[1], h / item.shape[0])
+            size = (max(1, int(item.shape[1] * scale)), max(1, int(item.shape[0] * scale)))
+            small = cv2.resize(item, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            y, x = (h - small.shape[0]) // 2, i * cell_w + (cell_w - small.shape[1]) // 2
+            canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+        noisy = canvas.astype(np.float64) + rng.normal(0, HELD_NOISE_SIGMA, canvas.shape)
+        frames.append(_encode_jpeg(np.clip(noisy, 0, 255).astype(np.uint8)))
+    return _Scene("multi", None, tuple(frames), fps, now, sources=tuple(str(p) for p in paths))
+
+
+def demo_mode(mode: str) -> tuple[dict[str, Any], str]:
+    """The scene (keyword arguments of :meth:`CameraSimulator.set_scene`) and the person the terminal is told to
+    expect, for one of :data:`CAMERA_MODES`, from the shipped demo faces (no shared test data needed):
+
+    - ``genuine``: the demo clip of Lin-Manuel Miranda (a moving, turning face), expected: him;
+    - ``other_person``: the same clip, expected: Barack Obama;
+    - ``printed_photo``: Lin-Manuel Miranda's enrolment photo printed and held up (``held``);
+    - ``replayed_loop``: three frames of the clip over and over (a replay box looping a short grab);
+    - ``replayed_recording``: the whole clip replayed, as a recording of the person would be (it turns its head but
+      never blinks: see the tests for what the challenge makes of it);
+    - ``no_face``: the empty seat;
+    - ``two_faces``: Barack Obama's and Joe Biden's photos side by side, expected: Obama;
+    - ``dark``: the genuine clip at :data:`DARK_EXPOSURE`.
+
+    Clips are served one frame per request, every 2nd frame (the ~8 frames/s a check samples at)."""
+    people = load_demo_people()
+    lin, obama, biden = people["lin_manuel_miranda"], people["obama"], people["biden"]
+    clip: dict[str, Any] = {"video": lin["live"], "advance": "request", "stride": 2}
+    modes: dict[str, tuple[dict[str, Any], str]] = {
+        "genuine": (clip, "lin_manuel_miranda"),
+        "other_person": (clip, "obama"),
+        "printed_photo": ({"held": lin["enrol"]}, "lin_manuel_miranda"),
+        "replayed_loop": ({"video": lin["live"], "start": 10, "end": 13, "advance": "request"}, "lin_manuel_miranda"),
+        "replayed_recording": (clip, "lin_manuel_miranda"),
+        "no_face": ({"empty": True}, "lin_manuel_miranda"),
+        "two_faces": ({"multi": [obama["enrol"], biden["enrol"]]}, "obama"),
+        "dark": ({**clip, "exposure": DARK_EXPOSURE}, "lin_manuel_miranda"),
+    }
+    if mode not in modes:
+        raise SceneError(f"unknown camera mode {mode!r}; one of {', '.join(CAMERA_MODES)}")
+    scene, person = modes[mode]
+    return dict(scene), person
+
+
 class CameraSimulator:
     """Several simulated IP cameras behind one HTTP server on ``host:port`` (port 0: any free port).
 
@@ -319,23 +455,30 @@ class CameraSimulator:
         video: str | Path | None = None,
         empty: bool = False,
         held: str | Path | None = None,
+        multi: Iterable[str | Path] | None = None,
         start: int = 0,
         end: int | None = None,
         advance: str = "time",
         stride: int = 1,
+        exposure: float = 1.0,
     ) -> dict[str, Any]:
-        """Show an image, a held photo, a video or an empty seat on camera ``name`` (see the module docstring).
+        """Show an image, a held photo, a video, several people or an empty seat on camera ``name`` (see the module
+        docstring), in full light or underexposed (``exposure`` < 1).
 
-        Exactly one of ``image``, ``held``, ``video``, ``empty=True``; ``start``, ``end``, ``advance`` and
-        ``stride`` apply to a video. Raises :class:`UnknownCamera` or :class:`SceneError`. Returns the scene
+        Exactly one of ``image``, ``held``, ``video``, ``multi``, ``empty=True``; ``start``, ``end``, ``advance``
+        and ``stride`` apply to a video. Raises :class:`UnknownCamera` or :class:`SceneError`. Returns the scene
         description.
         """
         self._scene(name)
-        chosen = [k for k, v in (("image", image), ("held", held), ("video", video), ("empty", empty)) if v]
+        sources = None if multi is None else [Path(p) for p in multi]
+        given = (("image", image), ("held", held), ("video", video), ("multi", sources), ("empty", empty))
+        chosen = [k for k, v in given if v]
         if len(chosen) != 1:
-            raise SceneError('give exactly one of "image", "held", "video" or "empty": true')
+            raise SceneError('give exactly one of "image", "held", "video", "multi" or "empty": true')
         if not video and (start, end, advance, stride) != (0, None, "time", 1):
             raise SceneError('"start", "end", "advance" and "stride" apply to a video only')
+        if empty and exposure != 1.0:
+            raise SceneError('"exposure" does not apply to an empty seat')
         now = self._clock()
         if image:
             scene = _image_scene(Path(image), now)
@@ -343,8 +486,11 @@ class CameraSimulator:
             scene = _held_scene(Path(held), now)
         elif video:
             scene = _video_scene(Path(video), now, start=start, end=end, advance=advance, stride=stride)
+        elif sources:
+            scene = _multi_scene(sources, now)
         else:
             scene = _empty_scene(now)
+        scene = _underexposed(scene, exposure)
         with self._lock:
             self._scenes[name] = scene
             self._served[name] = 0
@@ -463,9 +609,10 @@ def _make_handler(sim: CameraSimulator) -> type[BaseHTTPRequestHandler]:
 def _scene_from_json(sim: CameraSimulator, name: str, body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise SceneError(
-            'body must be a JSON object: {"image": path} | {"held": path} | {"video": path, …} | {"empty": true}'
+            'body must be a JSON object: {"image": path} | {"held": path} | {"video": path, …} | {"multi": [path, …]}'
+            ' | {"empty": true}'
         )
-    unknown = set(body) - {"image", "held", "video", "empty", "start", "end", "advance", "stride"}
+    unknown = set(body) - {"image", "held", "video", "multi", "empty", "start", "end", "advance", "stride", "exposure"}
     if unknown:
         raise SceneError(f"unknown fields: {', '.join(sorted(unknown))}")
     image, held, video = body.get("image"), body.get("held"), body.get("video")
@@ -482,6 +629,13 @@ def _scene_from_json(sim: CameraSimulator, name: str, body: Any) -> dict[str, An
     advance = body.get("advance", "time")
     if not isinstance(advance, str):
         raise SceneError('"advance" must be "time" or "request"')
+    multi = body.get("multi")
+    if multi is not None and (not isinstance(multi, list) or not all(isinstance(p, str) and p for p in multi)):
+        raise SceneError('"multi" must be a list of non-empty path strings')
+    exposure = body.get("exposure", 1.0)
+    if isinstance(exposure, bool) or not isinstance(exposure, int | float):
+        raise SceneError('"exposure" must be a number')
     return sim.set_scene(
-        name, image=image, held=held, video=video, empty=empty, start=start, end=end, advance=advance, stride=stride
+        name, image=image, held=held, video=video, multi=multi, empty=empty, start=start, end=end, advance=advance,
+        stride=stride, exposure=float(exposure),
     )

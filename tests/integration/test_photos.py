@@ -353,3 +353,39 @@ def test_the_same_jpeg_named_by_two_checks_is_an_exact_duplicate(
     v1, v2 = verdicts(enrolled)
     assert (v1.duplicate, v2.duplicate, v2.duplicate_of) == (None, "exact", f"{terminal.id}/1/1")
     assert [a.detail["seq"] for a in alarms(enrolled, ALARM_DUPLICATE_PHOTO)] == [2]
+
+
+def test_a_reused_photo_without_a_face_is_a_perceptual_duplicate(
+    enrolled: Any, terminal: TestTerminal, engine: Any
+) -> None:
+    """The face encoding cannot see a reused photo that shows no face (here: a picture upside down, which the
+    detector does not read); its perceptual hash does, once re-encoded and re-captioned (new bytes, new SHA-256).
+    A different photo stays apart."""
+    import io
+
+    from PIL import Image
+
+    enrol_faces(enrolled, engine)
+    ingestor = Ingestor(enrolled, lambda: datetime.now(UTC))
+    use_photo_ingest(ingestor, PhotoIngest(enrolled, lambda: datetime.now(UTC), engine=engine))
+    faceless = np.ascontiguousarray(rgb(engine, "obama_live.jpg")[::-1])
+    first = evidence_jpeg(faceless, ["2026-11-28T08:15:00Z"])
+    with Image.open(io.BytesIO(evidence_jpeg(faceless, ["2026-11-29T16:45:30Z  another place"]))) as im:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=55)  # re-encoded, as a forger's tool would
+    again, different = buf.getvalue(), evidence_jpeg(np.ascontiguousarray(rgb(engine, "biden_live.jpg")[::-1]))
+    photos = [first, again, different]
+    records = [terminal.genesis()]
+    for k, jpeg in enumerate(photos):
+        body = {"person": STUDENT, "role": "student", "result": "pass", "session": f"S{k}", "trigger": "login",
+                "distance": 300, "photo": PhotoUpload.of(terminal.id, 1, k + 1, T0, jpeg).sha256}  # fmt: skip
+        records.append(terminal.record(RecordKind.FACE_CHECK, body, T0))
+    ingestor.handle_batch(topics.up_records(terminal.id), terminal.batch(records))
+    for k, jpeg in enumerate(photos):
+        ingestor.handle_message(topics.up_photos(terminal.id), PhotoUpload.of(terminal.id, 1, k + 1, T0, jpeg).encode())
+    v1, v2, v3 = verdicts(enrolled)
+    assert [v.verdict for v in (v1, v2, v3)] == ["no_face"] * 3
+    assert all(v.phash is not None and len(v.phash) == 16 for v in (v1, v2, v3))
+    assert (v1.duplicate, v2.duplicate, v2.duplicate_of, v3.duplicate) == (None, "phash", f"{terminal.id}/1/1", None)
+    (alarm,) = alarms(enrolled, ALARM_DUPLICATE_PHOTO)
+    assert alarm.detail["seq"] == 2 and alarm.detail["phash_bits"] <= 2
