@@ -256,6 +256,10 @@ class TerminalRuntime:
             elif what == "student_login":
                 chain, next_seq = self.store.next_position()
                 person = kwargs.get("person") or face.person or ""
+                if self.roster is not None and person and not self.roster.admits(person, at):
+                    # the roster's booking rule (issue 13): no booking of this car now, and no walk-ins
+                    return RequestResult(False, "no_booking", "no booking for this car at this time",
+                                         face.to_body())  # fmt: skip
                 actions = m.student_login(person, kwargs["course"], face, at, next_seq, chain)
             elif what == "student_logout":
                 actions = m.student_logout(face, at)

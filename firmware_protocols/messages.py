@@ -229,30 +229,60 @@ class RosterPerson:
     face: str  # a biometrics template string, e.g. "fr1:…"
 
 
+#: Most bookings one roster may carry (a car's day holds far fewer; more is a malformed roster).
+MAX_ROSTER_BOOKINGS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RosterBooking:
+    """A booked student of this car today: sign-in is accepted from ``sign_in_from`` until ``ends_at``."""
+
+    student: str
+    coach: str
+    sign_in_from: datetime
+    ends_at: datetime
+
+    def admits(self, student: str, at: datetime) -> bool:
+        return self.student == student and self.sign_in_from <= at < self.ends_at
+
+
 @dataclass(frozen=True, slots=True)
 class Roster:
-    """``down/roster`` (retained): who may train on this terminal, with their enrolment face templates."""
+    """``down/roster`` (retained): who may train on this terminal, with their enrolment face templates; optionally
+    whether walk-ins are allowed and today's bookings (None: the server sent no booking rule)."""
 
     terminal: str
     school: str
     issued_at: datetime
     coaches: tuple[RosterPerson, ...]
     students: tuple[RosterPerson, ...]
+    walk_ins: bool | None = None
+    bookings: tuple[RosterBooking, ...] | None = None
+
+    def admits(self, student: str, at: datetime) -> bool:
+        """Whether a student's sign-in at ``at`` is allowed by the booking rule of this roster."""
+        if self.walk_ins is not False or self.bookings is None:
+            return True
+        return any(b.admits(student, at) for b in self.bookings)
 
     def encode(self) -> bytes:
         def person(p: RosterPerson) -> dict[str, Any]:
             return {"id": p.id, "name": p.name, "classes": list(p.classes), "face": p.face}
 
-        return _dump(
-            {
-                "v": 1,
-                "terminal": self.terminal,
-                "school": self.school,
-                "issued_at": format_time(self.issued_at),
-                "coaches": [person(p) for p in self.coaches],
-                "students": [person(p) for p in self.students],
-            }
-        )
+        obj: dict[str, Any] = {
+            "v": 1,
+            "terminal": self.terminal,
+            "school": self.school,
+            "issued_at": format_time(self.issued_at),
+            "coaches": [person(p) for p in self.coaches],
+            "students": [person(p) for p in self.students],
+        }
+        if self.walk_ins is not None:
+            obj["walk_ins"] = self.walk_ins
+        if self.bookings is not None:
+            obj["bookings"] = [{"student": b.student, "coach": b.coach, "sign_in_from": format_time(b.sign_in_from),
+                                "ends_at": format_time(b.ends_at)} for b in self.bookings]  # fmt: skip
+        return _dump(obj)
 
     @classmethod
     def decode(cls, data: bytes) -> Roster:
@@ -270,15 +300,37 @@ class Roster:
                     for p in obj[key]
                 )
 
+            walk_ins = obj.get("walk_ins")
+            if walk_ins is not None and not isinstance(walk_ins, bool):
+                raise MalformedMessage("roster walk_ins must be true or false", "bad_roster")
             return cls(
                 check_national_id(obj["terminal"], "terminal"),
                 str(obj["school"]),
                 parse_time(obj["issued_at"]),
                 people("coaches"),
                 people("students"),
+                walk_ins,
+                _roster_bookings(obj.get("bookings")),
             )
         except (KeyError, TypeError) as exc:
             raise MalformedMessage("roster lacks fields", "bad_roster") from exc
+
+
+def _roster_bookings(items: Any) -> tuple[RosterBooking, ...] | None:
+    if items is None:
+        return None
+    if not isinstance(items, list) or len(items) > MAX_ROSTER_BOOKINGS:
+        raise MalformedMessage(f"roster bookings must be a list of at most {MAX_ROSTER_BOOKINGS}", "bad_roster")
+    out: list[RosterBooking] = []
+    for b in items:
+        if not isinstance(b, dict):
+            raise MalformedMessage("a roster booking must be an object", "bad_roster")
+        booking = RosterBooking(check_national_id(b["student"], "student"), check_national_id(b["coach"], "coach"),
+                                parse_time(b["sign_in_from"]), parse_time(b["ends_at"]))  # fmt: skip
+        if booking.ends_at <= booking.sign_in_from:
+            raise MalformedMessage("a roster booking ends after it opens", "bad_roster")
+        out.append(booking)
+    return tuple(out)
 
 
 KEY_VOUCH_TYP = "jiapei.key-vouch.v1"

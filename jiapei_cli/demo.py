@@ -132,6 +132,10 @@ class Demo:
         wait_port(self.mqtt_port, 10, broker, "mosquitto")
         exam = self.jiapei("exam", "sim", "exam", "--port", str(self.exam_port), "--state-dir", str(self.dir / "exam"))
         wait_port(self.exam_port, STARTUP_TIMEOUT_S, exam, "exam simulator")
+        # The platform around the hours: the escrow bank simulator (its address goes to the server by environment).
+        from jiapei_cli.demo_platform import DemoPlatform
+
+        self.platform = DemoPlatform(self)
         server = self.jiapei(
             "server", "server", "--database-url", a.database_url or f"sqlite:///{self.dir / 'server.sqlite'}",
             "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port),
@@ -151,6 +155,7 @@ class Demo:
             time.sleep(0.1)
         self.fleet = json.loads(fleet_file.read_text())
         self.enrol_people()
+        self.platform.enrol_and_pay()  # each student enrols online and pays the fee into escrow
         self.national: dict[str, Any] | None = None
         if getattr(a, "national_cars", 0):
             # A car whose certified terminal speaks the national protocol (JT/T 808 + the 2016 training extension),
@@ -281,6 +286,8 @@ class Demo:
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"agents": {}}
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            out["platform"] = self.platform.summary()  # escrow per school, releases, the red/black ranking
         with httpx.Client(timeout=10) as http:
             for car in self.cars:
                 with contextlib.suppress(httpx.HTTPError):
@@ -340,6 +347,7 @@ class Demo:
         print(f"""
 jiapei demo is running — simulated time at {self.args.factor:g}x from {_beijing(self.fleet["sim_start"])}
   server API      http://127.0.0.1:{self.api_port}/api   (docs: http://127.0.0.1:{self.api_port}/docs)
+  dashboard       http://127.0.0.1:{self.api_port}/dashboard/   student pages  http://127.0.0.1:{self.api_port}/student/
   metrics         http://127.0.0.1:{self.api_port}/metrics
   exam system     http://127.0.0.1:{self.exam_port}/docs
   MQTT broker     127.0.0.1:{self.mqtt_port} (TLS, client certificates; CA in {self.pki_dir})
@@ -349,6 +357,8 @@ jiapei demo is running — simulated time at {self.args.factor:g}x from {_beijin
         if self.national:
             print(f"  national car  JT/T 808 terminal {self.national['terminal']} via the gateway at "
                   f"{self.national['gateway']}")  # fmt: skip
+        for role, (user, password) in self.platform.logins.items():
+            print(f"  log in as {role}: {user} / {password}")
         print("Ctrl-C stops everything.\n", flush=True)
 
 

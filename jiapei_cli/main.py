@@ -5,7 +5,7 @@ jiapei agent init|run …                              the in-car terminal
 jiapei server …                                      ingest, validation, hours, exam forwarding, API
 jiapei gateway …                                     national-protocol (JT/T 808 training) terminals over TCP
 jiapei pki init|worker|broker-config …               the CA, the broker's TLS certificates and config
-jiapei sim fleet|exam|national …                     simulated cars, the exam system, a national terminal
+jiapei sim fleet|exam|bank|national …                simulated cars, exam system, escrow bank, national terminal
 jiapei decode nmea [--min-date YYYY-MM-DD] FILE|-   what our NMEA decoder sees (gpsd TPV JSON lines)
 jiapei decode jt808 FILE|-                           what our JT/T 808 codec sees (a JSON line per frame)
 jiapei face compare REFERENCE IMAGE…                 what our face engine sees
@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         from simulators.fleet import main as fleet
 
         return fleet(rest[1:])
+    if cmd == "sim" and rest[:1] == ["bank"]:
+        from simulators.bank import main as bank
+
+        bank(rest[1:])
+        return 0
     if cmd == "sim" and rest[:1] == ["exam"]:
         from simulators.exam import main as exam
 

@@ -446,9 +446,11 @@ def create_app(
     ``face_engine`` (a :class:`biometrics.engine.FaceEngine` or a fake) one is made at the first photo enrolment."""
     from fastapi.staticfiles import StaticFiles
 
-    from server import dashboard, problems
+    from server import dashboard, problems, student_pages
     from server.api_operators import router as operators_router
     from server.api_people import router as people_router
+    from server.api_platform import router as platform_router
+    from server.api_supervision import router as supervision_router
 
     if session_factory is None:
         session_factory = make_session_factory(make_engine(settings.database_url))
@@ -474,6 +476,9 @@ def create_app(
     app.include_router(register_trust(Depends(require_admin)))
     app.include_router(register_national(Depends(require_admin)), dependencies=[Depends(require_admin)])
     app.include_router(dashboard.router)
+    app.include_router(platform_router)
+    app.include_router(supervision_router)
+    app.include_router(student_pages.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     app.add_api_route("/metrics", metrics, methods=["GET"], response_class=PlainTextResponse, tags=["operations"])

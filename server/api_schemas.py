@@ -197,7 +197,7 @@ class PrincipalPublic(BaseModel):
 class OperatorCreate(BaseModel):
     username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     password: str = Field(min_length=10, max_length=256)
-    role: str = Field(pattern=r"^(regulator|school_admin|exam_clerk|student)$")
+    role: str = Field(pattern=r"^(regulator|school_admin|exam_clerk|student|police|market_regulator)$")
     school: str | None = Field(default=None, min_length=16, max_length=16)
     student: str | None = Field(default=None, min_length=16, max_length=16)
 
@@ -231,6 +231,16 @@ class SchoolFiguresPublic(BaseModel):
     score: float | None
     list: str  # "red" | "black" | "none" | "insufficient_data"
     rank: int | None = None
+    fraud_rate: float = 0.0
+    ratings: int = 0
+    rating_mean: float | None = None  # stars, 1-5
+    complaints: int = 0
+    complaint_rate: float = 0.0
+    exams: int = 0
+    exams_passed: int = 0
+    pass_rate: float | None = None
+    pass_rates: dict[str, float] = {}  # part -> pass rate
+    terms: dict[str, dict[str, float]] = {}  # the score explained: term -> value, weight (percent), points
 
 
 class EnrolmentPhotoPublic(BaseModel):

@@ -66,6 +66,7 @@ def run_server(
         client_id=settings.mqtt_client_id,
         resend_check_seconds=settings.resend_check_seconds,
         tls=tls,
+        policy=policy,
     )
     consumer.start()
     if trust is not None:
@@ -77,10 +78,20 @@ def run_server(
     if forwarder:
         fw = Forwarder(sf, exam, utcnow)
         threads.append(threading.Thread(target=fw.run, args=(stop,), name="forwarder", daemon=True))
+    from server.escrow.bank import BankClient
+    from server.escrow.service import EscrowService
+    from server.platform import PlatformWorker
+
+    bank = BankClient(settings.bank_url)
+    escrow = EscrowService(sf, policy, bank, utcnow)
+    worker = PlatformWorker(sf, policy, utcnow, escrow=escrow, exam_results=exam.results,
+                            poll_seconds=settings.platform_poll_seconds)  # fmt: skip
+    threads.append(threading.Thread(target=worker.run, args=(stop,), name="platform", daemon=True))
     server: uvicorn.Server | None = None
     if api:
         app = create_app(settings, session_factory=sf, policy=policy, on_people_change=consumer.publish_school_rosters,
                          trust=trust)  # fmt: skip
+        app.state.escrow = escrow  # one escrow service: the API, the pages and the worker share its bank client
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="info")
         server = uvicorn.Server(config)
         # uvicorn installs no signal handlers outside the main thread: SIGINT/SIGTERM are ours (below).
@@ -109,6 +120,7 @@ def run_server(
     for t in threads:
         t.join(10)
     exam.close()
+    bank.close()
     log.info("jiapei server stopped")
 
 

@@ -7,7 +7,10 @@ regulator         every school: read everything, review decisions, revoke termin
 school_admin      one school (``school_id``): its coaches, students, cars/terminals (enrolment tokens), sessions,
                   hours, review queue (read), enrolment photos; student accounts of its own students
 exam_clerk        eligibility and stage reviews (students' hours, stage-review notices), read-only
-student           their own student record, hours, sessions and minutes, their own enrolment photo
+student           their own student record, hours, sessions and minutes, their own enrolment photo; their
+                  enrolment, escrow, bookings, ratings and complaints (server.api_platform)
+police            traffic police (公安交管): every school's eligibility and exam results, read-only
+market_regulator  market regulation (市场监管): every school's prices, complaints, escrow balances and releases
 ================  ==========================================================================================
 
 An object outside the caller's tenancy answers 404 (as if it did not exist: no probing other schools' ids); an
@@ -40,6 +43,8 @@ from sqlalchemy.orm import Session
 
 from server.models import (
     ROLE_EXAM_CLERK,
+    ROLE_MARKET,
+    ROLE_POLICE,
     ROLE_REGULATOR,
     ROLE_SCHOOL_ADMIN,
     ROLE_STUDENT,
@@ -146,7 +151,7 @@ class Principal:
 
     @property
     def all_schools(self) -> bool:
-        return self.role in (ROLE_REGULATOR, ROLE_EXAM_CLERK)
+        return self.role in (ROLE_REGULATOR, ROLE_EXAM_CLERK, ROLE_POLICE, ROLE_MARKET)
 
     def school_scope(self) -> str | None:
         """None: every school; else the one school this principal sees."""
@@ -222,12 +227,17 @@ def require(*roles: str) -> Callable[..., Principal]:
     return dependency
 
 
-ANY_ROLE = (ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_EXAM_CLERK, ROLE_STUDENT)
+ANY_ROLE = (ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_EXAM_CLERK, ROLE_STUDENT, ROLE_POLICE, ROLE_MARKET)
 Regulator = Annotated[Principal, Depends(require(ROLE_REGULATOR))]
 Staff = Annotated[Principal, Depends(require(ROLE_REGULATOR, ROLE_SCHOOL_ADMIN))]
 Eligibility = Annotated[Principal, Depends(require(ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_EXAM_CLERK))]
 AnyRole = Annotated[Principal, Depends(require(*ANY_ROLE))]
 StaffOrStudent = Annotated[Principal, Depends(require(ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_STUDENT))]
+Student = Annotated[Principal, Depends(require(ROLE_STUDENT))]
+Police = Annotated[Principal, Depends(require(ROLE_REGULATOR, ROLE_POLICE, ROLE_EXAM_CLERK))]
+Market = Annotated[Principal, Depends(require(ROLE_REGULATOR, ROLE_MARKET))]
+#: Complaints: the student files, the regulator assigns, the school answers; market regulation reads them all.
+ComplaintParty = Annotated[Principal, Depends(require(ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_STUDENT, ROLE_MARKET))]
 
 
 def login(request: Request, db: Session, username: str, password: str) -> OperatorAccount:

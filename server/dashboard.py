@@ -93,7 +93,9 @@ templates.env.filters["reason"] = _reason_label
 templates.env.filters["reason_zh"] = lambda code: REASONS.get(code, (code, code))[1]
 templates.env.filters["reason_en"] = lambda code: REASONS.get(code, (code, code))[0]
 templates.env.globals["ROLE_NAMES"] = {ROLE_REGULATOR: "监管 regulator", ROLE_SCHOOL_ADMIN: "驾校 school admin",
-                                       ROLE_EXAM_CLERK: "考试 exam clerk", ROLE_STUDENT: "学员 student"}  # fmt: skip
+                                       ROLE_EXAM_CLERK: "考试 exam clerk", ROLE_STUDENT: "学员 student",
+                                       "police": "公安交管 police",
+                                       "market_regulator": "市场监管 market regulation"}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- auth

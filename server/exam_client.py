@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Path of the stage-review endpoint on the exam system.
 STAGE_REVIEWS_PATH = "/api/v1/stage-reviews"
+#: Path of the exam results feed (pass/fail per part).
+RESULTS_PATH = "/api/v1/results"
 #: First retry delay, seconds.
 RETRY_BASE_SECONDS = 1.0
 #: Each further failure multiplies the delay by this.
@@ -162,6 +164,18 @@ class ExamClient:
         reply = ExamReply(str(status), _reasons(body))
         log.info("exam system %s notice %s %s", reply.status, notice.notice_id, list(reply.reasons))
         return reply
+
+    def results(self, after: int) -> list[dict[str, Any]]:
+        """Exam results (pass/fail per part) after feed position ``after``: ``seq``, ``student``, ``part``,
+        ``passed``, ``sat_at``."""
+        try:
+            response = self._http.get(RESULTS_PATH, params={"after": after})
+        except httpx.HTTPError as exc:
+            raise ExamUnavailable(f"exam system unreachable: {exc}") from exc
+        body = _json_or_none(response)
+        if response.status_code != 200 or not isinstance(body, list):
+            raise ExamUnavailable(f"exam results answered {response.status_code}")
+        return [r for r in body if isinstance(r, dict) and {"seq", "student", "part", "passed", "sat_at"} <= set(r)]
 
     def close(self) -> None:
         self._http.close()

@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -28,6 +30,7 @@ from sqlalchemy.types import TypeDecorator
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -374,7 +377,9 @@ ROLE_REGULATOR = "regulator"  # transport bureau: every school, read and review
 ROLE_SCHOOL_ADMIN = "school_admin"  # one school: its people, cars, terminals
 ROLE_EXAM_CLERK = "exam_clerk"  # police / exam: eligibility and stage reviews, read-only
 ROLE_STUDENT = "student"  # one student: own hours and sessions
-ROLES = (ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_EXAM_CLERK, ROLE_STUDENT)
+ROLE_POLICE = "police"  # traffic police (公安交管): eligibility and exam results of every school, read-only
+ROLE_MARKET = "market_regulator"  # market regulation (市场监管): prices, complaints, escrow balances and releases
+ROLES = (ROLE_REGULATOR, ROLE_SCHOOL_ADMIN, ROLE_EXAM_CLERK, ROLE_STUDENT, ROLE_POLICE, ROLE_MARKET)
 
 
 class OperatorAccount(Base):
@@ -447,7 +452,8 @@ class FaceVerdict(Base):
     ``verdict``: ``match`` / ``mismatch`` (one face, at or past the threshold) / ``no_face`` / ``several_faces`` /
     ``no_template`` (the person has no usable enrolment template) / ``unreadable`` (not a decodable image).
     Distances are ×1000 integers, like the records'. ``duplicate``: ``exact`` (the same JPEG named by another
-    record) or ``near`` (the same face image: encodings closer than server.photos.NEAR_DUPLICATE_DISTANCE)."""
+    record), ``near`` (the same face image: encodings closer than server.photos.NEAR_DUPLICATE_DISTANCE) or
+    ``phash`` (the same picture by its perceptual hash, server.photos.PHASH_DUPLICATE_BITS: also without a face)."""
 
     __tablename__ = "face_verdicts"
     __table_args__ = (
@@ -474,7 +480,233 @@ class FaceVerdict(Base):
     duplicate_of: Mapped[str | None] = mapped_column(String(128))  # "{terminal}/{chain}/{seq}" of the earlier check
     duplicate_distance: Mapped[int | None]
     encoding: Mapped[str | None] = mapped_column(Text)  # the photo's face template (fr1:…), for near-duplicates
+    phash: Mapped[str | None] = mapped_column(String(16))  # 64-bit perceptual hash of the frame (biometrics.phash), hex
     alarms: Mapped[list[Any]]  # alarm kinds raised for this check
     at: Mapped[datetime]  # the face_check record's time
     checked_at: Mapped[datetime]
     compute_ms: Mapped[int]
+
+
+# ---------------------------------------------------------------------------------------------- platform (issue 13)
+# Enrolment.status
+ENROLMENT_ACTIVE = "active"
+ENROLMENT_WITHDRAWN = "withdrawn"
+ENROLMENT_TRANSFERRED = "transferred"
+
+
+class SchoolOffer(Base):
+    """What a school charges for a licence class (integer fen: 1 yuan = 100 fen, never a float)."""
+
+    __tablename__ = "school_offers"
+    __table_args__ = (CheckConstraint("price_fen > 0", name="price_positive"),)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), primary_key=True)
+    licence_class: Mapped[str] = mapped_column(String(4), primary_key=True)
+    price_fen: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class Enrolment(Base):
+    """A student's contract with a school: the fee (fen), its release allocation per event (policy), the status."""
+
+    __tablename__ = "enrolments"
+    __table_args__ = (CheckConstraint("fee_fen > 0", name="fee_positive"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id"), index=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    licence_class: Mapped[str] = mapped_column(String(4))
+    fee_fen: Mapped[int] = mapped_column(BigInteger)
+    allocation: Mapped[dict[str, Any]]  # event -> fen, summing to fee_fen (server.policy.EscrowSchedule.allocate)
+    status: Mapped[str] = mapped_column(String(16), default=ENROLMENT_ACTIVE)
+    created_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]  # the whole fee reached escrow
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class EscrowAccount(Base):
+    """A ledger account and its balance (fen). Only ``external`` accounts (money from outside: what students paid)
+    may go below zero; the database refuses any other negative balance."""
+
+    __tablename__ = "escrow_accounts"
+    __table_args__ = (CheckConstraint("kind = 'external' OR balance >= 0", name="not_negative"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "{kind}:{owner}"
+    kind: Mapped[str] = mapped_column(String(16))  # external | escrow | transit | school | refund
+    owner: Mapped[str] = mapped_column(String(16), index=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime]
+
+
+class EscrowEntry(Base):
+    """One balanced journal entry (its legs sum to zero), posted once under its idempotency ``key``; never updated.
+    ``notice_id``/``records_digest`` trace a release to the stage review and the signed records behind it."""
+
+    __tablename__ = "escrow_entries"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolments.id"), index=True)
+    student_id: Mapped[str] = mapped_column(String(16), index=True)
+    school_id: Mapped[str | None] = mapped_column(String(16))
+    event: Mapped[str | None] = mapped_column(String(32))
+    instruction_key: Mapped[str | None] = mapped_column(String(160))
+    notice_id: Mapped[str | None] = mapped_column(String(64))
+    records_digest: Mapped[str | None] = mapped_column(String(64))
+    bank_txn: Mapped[str | None] = mapped_column(String(64), index=True)
+    at: Mapped[datetime]
+    detail: Mapped[dict[str, Any]]
+
+
+class EscrowLeg(Base):
+    __tablename__ = "escrow_legs"
+    __table_args__ = (CheckConstraint("amount <> 0", name="amount_nonzero"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("escrow_entries.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("escrow_accounts.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)  # + into the account, - out of it
+
+
+class BankInstruction(Base):
+    """What the platform asked the bank to do (collect a payment, pay a release, pay a refund), under an
+    idempotency key the bank dedupes on; its state follows the bank's answers and callbacks."""
+
+    __tablename__ = "bank_instructions"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),
+                      Index("ix_bank_instructions_status_next", "status", "next_attempt_at"))  # fmt: skip
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)  # release:{enrolment}:{event} | refund:… | pay:…
+    kind: Mapped[str] = mapped_column(String(16))  # payment | release | refund
+    enrolment_id: Mapped[int] = mapped_column(ForeignKey("enrolments.id"), index=True)
+    student_id: Mapped[str] = mapped_column(String(16))
+    school_id: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str | None] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(String(16))  # waiting_funds | reserved | sent | settled | failed | cancelled
+    notice_id: Mapped[str | None] = mapped_column(String(64))
+    records_digest: Mapped[str | None] = mapped_column(String(64))
+    bank_txn: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class BankEvent(Base):
+    """Every bank callback (or statement line applied) once, by the bank's event id: duplicates change nothing."""
+
+    __tablename__ = "bank_events"
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    ref: Mapped[str | None] = mapped_column(String(200))
+    txn_id: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(24))  # applied | duplicate | ignored_stale | unmatched
+    body: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+
+
+class Reconciliation(Base):
+    """A daily comparison of the ledger with the bank's statement: every difference listed."""
+
+    __tablename__ = "reconciliations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)  # Beijing day YYYY-MM-DD
+    statement_lines: Mapped[int]
+    ledger_lines: Mapped[int]
+    differences: Mapped[list[Any]]
+    ok: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime]
+
+
+# Booking.status
+BOOKING_BOOKED = "booked"
+BOOKING_CANCELLED = "cancelled"
+BOOKING_ATTENDED = "attended"
+BOOKING_NO_SHOW = "no_show"
+
+
+class Slot(Base):
+    """A training slot: one coach in one car (terminal) for a time, for up to ``capacity`` students."""
+
+    __tablename__ = "slots"
+    __table_args__ = (UniqueConstraint("terminal_id", "starts_at", name="uq_slots_terminal_start"),
+                      CheckConstraint("capacity >= 1", name="capacity_positive"))  # fmt: skip
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    coach_id: Mapped[str] = mapped_column(ForeignKey("coaches.id"))
+    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    capacity: Mapped[int]
+    coach_no_show: Mapped[bool] = mapped_column(Boolean, default=False)  # booked, and the car never trained
+    created_at: Mapped[datetime]
+
+
+class Booking(Base):
+    __tablename__ = "bookings"
+    __table_args__ = (UniqueConstraint("slot_id", "student_id", name="uq_bookings_slot_student"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slot_id: Mapped[int] = mapped_column(ForeignKey("slots.id"), index=True)
+    student_id: Mapped[str] = mapped_column(ForeignKey("students.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=BOOKING_BOOKED)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Rating(Base):
+    """The student's rating of one finished session they trained in: one per session, 1-5 stars and a text."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (CheckConstraint("stars >= 1 AND stars <= 5", name="stars_1_to_5"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), unique=True)
+    student_id: Mapped[str] = mapped_column(String(16), index=True)
+    coach_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    school_id: Mapped[str] = mapped_column(String(16), index=True)
+    stars: Mapped[int]
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+# Complaint.status: filed -> assigned -> answered -> closed
+COMPLAINT_FILED = "filed"
+COMPLAINT_ASSIGNED = "assigned"
+COMPLAINT_ANSWERED = "answered"
+COMPLAINT_CLOSED = "closed"
+
+
+class Complaint(Base):
+    __tablename__ = "complaints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    student_id: Mapped[str] = mapped_column(String(16), index=True)
+    school_id: Mapped[str] = mapped_column(ForeignKey("schools.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=COMPLAINT_FILED)
+    assigned_to: Mapped[str | None] = mapped_column(String(64))
+    answer: Mapped[str | None] = mapped_column(Text)
+    filed_at: Mapped[datetime]
+    assign_due_at: Mapped[datetime]
+    answer_due_at: Mapped[datetime]
+    assigned_at: Mapped[datetime | None]
+    answered_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ExamResult(Base):
+    """A part's exam result as the exam side reported it (``source_seq``: its feed position, stored once)."""
+
+    __tablename__ = "exam_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_seq: Mapped[int] = mapped_column(unique=True)
+    student_id: Mapped[str] = mapped_column(String(16), index=True)
+    school_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    coach_id: Mapped[str | None] = mapped_column(String(16), index=True)  # who taught most of that part's minutes
+    part: Mapped[int]
+    passed: Mapped[bool] = mapped_column(Boolean)
+    sat_at: Mapped[datetime]
+    received_at: Mapped[datetime]

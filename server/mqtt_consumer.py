@@ -17,7 +17,7 @@ import queue
 import ssl
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -27,11 +27,12 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import select
 
 from firmware_protocols import topics
-from firmware_protocols.messages import Roster, RosterPerson
+from firmware_protocols.messages import Roster, RosterBooking, RosterPerson
 from server.clock import Clock, utcnow
 from server.db import SessionFactory
 from server.ingest import Ingestor
 from server.models import Coach, Minute, Student, Terminal
+from server.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ class IngestConsumer:
         resend_check_seconds: float = 5.0,
         tls: ssl.SSLContext | None = None,
         rejudge: Callable[[set[int]], object] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.ingestor = ingestor
+        self.policy = policy  # with a policy, rosters carry its booking rule and today's bookings
         # The ingestor's own after-commit work (the ledger) by default: what a crash may have cut short.
         self._rejudge = rejudge if rejudge is not None else ingestor._after_commit
         self._sf = session_factory
@@ -233,7 +236,7 @@ class IngestConsumer:
     # ------------------------------------------------------------------ roster
     def publish_roster(self, terminal: str) -> bool:
         """Publish the retained roster of ``terminal``'s school. False when the terminal is unknown."""
-        roster = build_roster(self._sf, terminal, self._clock())
+        roster = build_roster(self._sf, terminal, self._clock(), self.policy)
         if roster is None:
             return False
         self._client.publish(topics.down_roster(terminal), roster.encode(), qos=1, retain=True)
@@ -247,7 +250,12 @@ class IngestConsumer:
         return len(ids)
 
 
-def build_roster(session_factory: SessionFactory, terminal_id: str, now: datetime) -> Roster | None:
+def build_roster(session_factory: SessionFactory, terminal_id: str, now: datetime,
+                 policy: Policy | None = None) -> Roster | None:  # fmt: skip
+    """The roster of ``terminal_id``; with ``policy``, also whether walk-ins are allowed and the car's bookings of
+    today (Beijing), each open for sign-in from the policy's early allowance before the slot until its end."""
+    from server.platform import roster_bookings
+
     with session_factory() as s:
         terminal = s.get(Terminal, terminal_id)
         if terminal is None:
@@ -260,4 +268,8 @@ def build_roster(session_factory: SessionFactory, terminal_id: str, now: datetim
             issued_at=now,
             coaches=tuple(RosterPerson(c.id, c.name, tuple(c.classes), c.face_template) for c in coaches),
             students=tuple(RosterPerson(p.id, p.name, (p.licence_class,), p.face_template) for p in students),
-        )
+            walk_ins=None if policy is None else policy.booking.walk_ins,
+            bookings=None if policy is None else tuple(
+                RosterBooking(b.student, b.coach, b.starts_at - timedelta(minutes=policy.booking.sign_in_early_minutes),
+                              b.ends_at) for b in roster_bookings(s, terminal.id, now)),
+        )  # fmt: skip

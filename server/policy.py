@@ -15,6 +15,13 @@ naming its source, never as a constant in code. A policy file looks like ``polic
     [part_hours.C1] 1 = 12 ... 4 = 10        (licence class -> part -> 学时)
     [mileage.C1]    3 = 300                  (licence class -> part -> minimum km of valid minutes; optional)
     [[teaching_areas]]  school, parts, name, polygon = [[lat, lon], ...]  (degrees; optional, per school)
+    [escrow]        release percentages per event: enrolment_confirmed, part_1_accepted ... part_4_accepted
+                    (integers, summing to 100; optional: default 10 / 30 / 30 / 30 / 0, domain.md "Approval")
+    [booking]       walk_ins, cancel_before_minutes, max_capacity, no_show_after_minutes, sign_in_early_minutes
+    [complaints]    assign_within_hours, answer_within_hours
+    [ranking]       weight_valid, weight_fraud, weight_progress, weight_evaluation, weight_complaints,
+                    weight_pass_rate (integers, percent, summing to 100), min_ratings, min_exams,
+                    complaints_per_student_full (per mille), red_min_score, black_max_score
 
 A bad file raises :class:`PolicyError` naming the file and the field.
 """
@@ -56,6 +63,67 @@ class TeachingArea:
     polygon: tuple[tuple[float, float], ...]
 
 
+#: The events that may move a school's money (domain.md "Decisions": nothing else does).
+ESCROW_EVENTS = ("enrolment_confirmed", "part_1_accepted", "part_2_accepted", "part_3_accepted", "part_4_accepted")
+
+
+@dataclass(frozen=True)
+class EscrowSchedule:
+    """先培后付: the percentage of the fee released to the school on each event; the percentages sum to 100."""
+
+    percent: tuple[tuple[str, int], ...] = (
+        ("enrolment_confirmed", 10), ("part_1_accepted", 30), ("part_2_accepted", 30), ("part_3_accepted", 30),
+        ("part_4_accepted", 0),
+    )  # fmt: skip
+
+    def allocate(self, fee_fen: int) -> dict[str, int]:
+        """Fen released on each event: floor of the share, the leftover fen to the events in schedule order
+        (largest remainder), so the allocations sum to ``fee_fen`` exactly (integer fen, never floats)."""
+        if fee_fen < 0:
+            raise ValueError("a fee is not negative")
+        base = {e: fee_fen * p // 100 for e, p in self.percent}
+        left = fee_fen - sum(base.values())
+        order = sorted((e for e, p in self.percent if p > 0), key=lambda e: (-(fee_fen * dict(self.percent)[e] % 100),
+                                                                            ESCROW_EVENTS.index(e)))  # fmt: skip
+        for e in order[:left]:
+            base[e] += 1
+        return base
+
+
+@dataclass(frozen=True)
+class BookingRules:
+    """Training slots: who may sign in without a booking, how late a booking may be cancelled, no-shows."""
+
+    walk_ins: bool = False
+    cancel_before_minutes: int = 120
+    max_capacity: int = 1
+    no_show_after_minutes: int = 15
+    sign_in_early_minutes: int = 10
+
+
+@dataclass(frozen=True)
+class ComplaintRules:
+    assign_within_hours: int = 24
+    answer_within_hours: int = 72
+
+
+@dataclass(frozen=True)
+class RankingWeights:
+    """The red/black list's weights (percent, sum 100) and thresholds (server.figures)."""
+
+    weight_valid: int = 35
+    weight_fraud: int = 20
+    weight_progress: int = 10
+    weight_evaluation: int = 15
+    weight_complaints: int = 10
+    weight_pass_rate: int = 10
+    min_ratings: int = 3
+    min_exams: int = 3
+    complaints_per_student_full: int = 200  # per mille: 0.2 complaints per student takes the whole term
+    red_min_score: int = 85
+    black_max_score: int = 60
+
+
 @dataclass(frozen=True)
 class Policy:
     """One version of the training rules. Times of day are Beijing local times.
@@ -86,6 +154,10 @@ class Policy:
     min_valid_percent: int = 75
     min_mileage_km: dict[str, dict[int, int]] = field(default_factory=dict)
     teaching_areas: tuple[TeachingArea, ...] = ()
+    escrow: EscrowSchedule = field(default_factory=EscrowSchedule)
+    booking: BookingRules = field(default_factory=BookingRules)
+    complaints: ComplaintRules = field(default_factory=ComplaintRules)
+    ranking: RankingWeights = field(default_factory=RankingWeights)
 
     def areas_for(self, school: str, part: int) -> tuple[TeachingArea, ...]:
         """The teaching areas of ``school`` for ``part`` (none: the area rule is not applied)."""
@@ -207,7 +279,82 @@ def policy_from_mapping(data: Mapping[str, Any]) -> Policy:
         min_valid_percent=min_valid_percent,
         min_mileage_km=_mileage(data, part_hours),
         teaching_areas=_teaching_areas(data),
+        escrow=_escrow(data),
+        booking=_booking(data),
+        complaints=_complaint_rules(data),
+        ranking=_ranking(data),
     )
+
+
+def _optional_table(data: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    if key not in data:
+        return None
+    value = data[key]
+    if not isinstance(value, dict):
+        raise PolicyError(f"[{key}] must be a table")
+    return value
+
+
+def _escrow(data: Mapping[str, Any]) -> EscrowSchedule:
+    """``[escrow]`` event = percent of the fee (integers 0-100 summing to 100)."""
+    table = _optional_table(data, "escrow")
+    if table is None:
+        return EscrowSchedule()
+    unknown = sorted(set(table) - set(ESCROW_EVENTS))
+    if unknown:
+        raise PolicyError(f"escrow names unknown event(s) {', '.join(unknown)}; events are {', '.join(ESCROW_EVENTS)}")
+    percent = tuple((e, _non_negative(table, f"escrow.{e}") if e in table else 0) for e in ESCROW_EVENTS)
+    if any(p > 100 for _e, p in percent):
+        raise PolicyError("escrow percentages must be 0-100")
+    total = sum(p for _e, p in percent)
+    if total != 100:
+        raise PolicyError(f"escrow percentages must sum to 100, got {total}")
+    return EscrowSchedule(percent)
+
+
+def _booking(data: Mapping[str, Any]) -> BookingRules:
+    table = _optional_table(data, "booking")
+    if table is None:
+        return BookingRules()
+    walk_ins = table.get("walk_ins", False)
+    if not isinstance(walk_ins, bool):
+        raise PolicyError("booking.walk_ins must be true or false")
+    return BookingRules(
+        walk_ins=walk_ins,
+        cancel_before_minutes=_non_negative(table, "booking.cancel_before_minutes"),
+        max_capacity=_positive(table, "booking.max_capacity"),
+        no_show_after_minutes=_positive(table, "booking.no_show_after_minutes"),
+        sign_in_early_minutes=_non_negative(table, "booking.sign_in_early_minutes"),
+    )
+
+
+def _complaint_rules(data: Mapping[str, Any]) -> ComplaintRules:
+    table = _optional_table(data, "complaints")
+    if table is None:
+        return ComplaintRules()
+    return ComplaintRules(assign_within_hours=_positive(table, "complaints.assign_within_hours"),
+                          answer_within_hours=_positive(table, "complaints.answer_within_hours"))  # fmt: skip
+
+
+_WEIGHTS = ("weight_valid", "weight_fraud", "weight_progress", "weight_evaluation", "weight_complaints",
+            "weight_pass_rate")  # fmt: skip
+
+
+def _ranking(data: Mapping[str, Any]) -> RankingWeights:
+    table = _optional_table(data, "ranking")
+    if table is None:
+        return RankingWeights()
+    weights = {w: _non_negative(table, f"ranking.{w}") for w in _WEIGHTS}
+    if sum(weights.values()) != 100:
+        raise PolicyError(f"ranking weights must sum to 100, got {sum(weights.values())}")
+    red = _non_negative(table, "ranking.red_min_score")
+    black = _non_negative(table, "ranking.black_max_score")
+    if not black < red <= 100:
+        raise PolicyError("ranking needs black_max_score < red_min_score <= 100")
+    return RankingWeights(**weights, min_ratings=_positive(table, "ranking.min_ratings"),
+                          min_exams=_positive(table, "ranking.min_exams"),
+                          complaints_per_student_full=_positive(table, "ranking.complaints_per_student_full"),
+                          red_min_score=red, black_max_score=black)  # fmt: skip
 
 
 def _mileage(data: Mapping[str, Any], part_hours: Mapping[str, Any]) -> dict[str, dict[int, int]]:

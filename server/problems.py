@@ -47,7 +47,7 @@ def problem(request: Request, status: int, detail: str, reason: str | None = Non
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    if request.url.path.startswith("/dashboard"):
+    if request.url.path.startswith(("/dashboard", "/student")):
         return _html_error(request, status, title, detail, headers)
     body: dict[str, Any] = {"type": TYPE_PREFIX + reason, "title": title, "status": status, "detail": detail,
                             "instance": request.url.path, "reason": reason, **extra}  # fmt: skip
@@ -55,13 +55,17 @@ def problem(request: Request, status: int, detail: str, reason: str | None = Non
 
 
 def _html_error(request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None) -> Response:
+    student = request.url.path.startswith("/student")
     if status == 401:
+        if student:
+            return RedirectResponse("/student/login", status_code=303)
         return RedirectResponse(f"/dashboard/login?next={request.url.path}", status_code=303)
+    back = "<p><a href='/student/home'>← 返回</a></p>" if student else "<p><a href='/dashboard/'>← dashboard</a></p>"
     page = (f"<!doctype html><html lang='zh'><head><meta charset='utf-8'><title>{status} {escape(title)}</title>"
             "<link rel='icon' href='data:,'><link rel='stylesheet' href='/static/dashboard.css'></head>"
             "<body><main class='error'>"
-            f"<h1>{status} {escape(title)}</h1><p>{escape(detail)}</p><p><a href='/dashboard/'>← dashboard</a></p>"
-            "</main></body></html>")  # fmt: skip
+            f"<h1>{status} {escape(title)}</h1><p>{escape(detail)}</p>"
+            f"{back}</main></body></html>")  # fmt: skip
     return HTMLResponse(page, status_code=status, headers=headers)
 
 

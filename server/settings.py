@@ -34,3 +34,8 @@ class Settings(BaseSettings):
     jwt_key: str | None = None
     access_token_minutes: int = 30
     dashboard_cookie_secure: bool = False  # set behind TLS: the dashboard's session cookie then needs HTTPS
+    # Platform (issue 13). The bank that holds students' fees in escrow (simulators/bank.py in tests and the demo):
+    # its URL, the shared secret its callbacks are signed with (HMAC-SHA256), and where it should send them.
+    bank_url: str = "http://127.0.0.1:8091"
+    bank_secret: str | None = None  # callbacks are refused (401) while unset
+    platform_poll_seconds: float = 2.0

@@ -9,6 +9,9 @@ JSON over HTTP, documented at ``/docs`` (OpenAPI):
   used by another accepted notice, is rejected.
 - ``GET /api/v1/stage-reviews``: the notices received, oldest first.
 - ``GET /api/v1/eligibility/{student}``: the parts accepted for a student (they may book those exams).
+- ``POST /api/v1/results`` ``{"student", "part", "passed", "sat_at"}``: the exam hall's result of a part (pass/fail;
+  409 ``not_eligible`` unless a stage review of that part was accepted) → ``{"seq", …}``.
+  ``GET /api/v1/results?after=SEQ``: the results after ``seq``, oldest first (the feed the server polls).
 - ``POST /admin/faults`` ``{"fail_next": n, "delay_next": n, "delay_seconds": s}``: the next n stage-review posts
   answer 503 (and/or are answered only after a delay), for tests of the forwarder's retries. ``GET`` shows them.
 
@@ -63,6 +66,13 @@ CREATE TABLE IF NOT EXISTS notices (
     reasons TEXT NOT NULL,
     received_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS results (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    student TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    passed INTEGER NOT NULL,
+    sat_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS used_records (
     record_no TEXT PRIMARY KEY,
     notice_id TEXT NOT NULL
@@ -98,6 +108,21 @@ class Eligibility(BaseModel):
     student: str
     parts_accepted: list[int]
     notices: dict[str, str]  # part → notice id
+
+
+class ResultIn(BaseModel):
+    student: str = Field(min_length=16, max_length=16)
+    part: int = Field(ge=1, le=4)
+    passed: bool
+    sat_at: datetime | None = None
+
+
+class ResultOut(BaseModel):
+    seq: int
+    student: str
+    part: int
+    passed: bool
+    sat_at: str
 
 
 class Faults(BaseModel):
@@ -204,6 +229,20 @@ class ExamState:
             for r in rows
         ]  # fmt: skip
 
+    def add_result(self, r: ResultIn) -> ResultOut:
+        sat_at = (r.sat_at or datetime.now(UTC)).astimezone(UTC).isoformat()
+        with self._lock:
+            cur = self._db.execute("INSERT INTO results (student, part, passed, sat_at) VALUES (?, ?, ?, ?)",
+                                   (r.student, r.part, int(r.passed), sat_at))  # fmt: skip
+            seq = int(cur.lastrowid or 0)
+        return ResultOut(seq=seq, student=r.student, part=r.part, passed=r.passed, sat_at=sat_at)
+
+    def results(self, after: int) -> list[ResultOut]:
+        with self._lock:
+            rows = self._db.execute("SELECT seq, student, part, passed, sat_at FROM results WHERE seq > ? ORDER BY seq"
+                                    " LIMIT 1000", (after,)).fetchall()  # fmt: skip
+        return [ResultOut(seq=r[0], student=r[1], part=r[2], passed=bool(r[3]), sat_at=r[4]) for r in rows]
+
     def eligibility(self, student: str) -> Eligibility:
         notices: dict[str, str] = {}
         for n in self.list_notices():
@@ -292,6 +331,16 @@ def create_app(state_dir: Path | None, *, fail_next: int = 0) -> FastAPI:
     @app.get("/api/v1/eligibility/{student}", response_model=Eligibility)
     def eligibility(student: str) -> Eligibility:
         return state.eligibility(student)
+
+    @app.post("/api/v1/results", response_model=ResultOut, responses={409: {"description": "part not accepted"}})
+    def post_result(result: ResultIn) -> Any:
+        if result.part not in state.eligibility(result.student).parts_accepted:
+            return JSONResponse(status_code=409, content={"status": "not_eligible", "reasons": ["not_eligible"]})
+        return state.add_result(result)
+
+    @app.get("/api/v1/results", response_model=list[ResultOut])
+    def list_results(after: int = 0) -> list[ResultOut]:
+        return state.results(after)
 
     @app.get("/admin/faults", response_model=Faults)
     def get_faults() -> Faults:
