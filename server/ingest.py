@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,7 @@ from firmware_protocols.records import Record, RecordKind, parse_record, record_
 from server.clock import Clock
 from server.db import SessionFactory
 from server.models import (
+    MINUTE_UNJUDGED,
     TERMINAL_ACTIVE,
     TERMINAL_REVOKED,
     Alarm,
@@ -52,6 +53,10 @@ from server.models import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The tables the batch's rows go to with one Core ``INSERT`` each (no ORM unit of work or bulk machinery per row).
+RAW_RECORDS = cast(Table, RawRecord.__table__)
+MINUTES = cast(Table, Minute.__table__)
 
 
 #: How long a hole in a chain may last before the server asks for it (records of one terminal may reach different
@@ -99,11 +104,13 @@ _Verified = dict[str, tuple[envelope.PublicKey, ProtocolError | None]]
 class _Batch:
     """What one transaction touched, for the work after commit, and what it knows of the stored chain.
 
-    ``links`` and ``record_nos`` are loaded in one query each for the whole batch (:meth:`Ingestor._prefetch`) and
-    kept up to date as records are stored, so that no record needs a query of its own to check its neighbours;
-    new raw rows are inserted together and the chains' bookkeeping is brought up to date once, before COMMIT.
+    ``links``, ``record_nos`` and ``session_rows`` are loaded in one query each for the whole batch
+    (:meth:`Ingestor._prefetch`) and kept up to date as records are stored, so that no record needs a query of its
+    own; new raw rows, new sessions and new minutes are inserted together and the chains' bookkeeping is brought up
+    to date once, before COMMIT.
     """
 
+    #: ids of the sessions the batch touched (complete once :meth:`Ingestor._store_batch` has run)
     sessions: set[int] = field(default_factory=set)
     alarms_in_batch: set[tuple[str, str]] = field(default_factory=set)
     #: (chain, seq) → (hash, prev) of the stored records around this batch's records, and of the ones it stores.
@@ -111,6 +118,17 @@ class _Batch:
     #: minute record number → (chain, seq) of the stored minute that holds it (this batch's included).
     record_nos: dict[str, tuple[int, int]] = field(default_factory=dict)
     new_raws: list[dict[str, Any]] = field(default_factory=list)
+    #: the batch's terminal row and chain rows once found (rows of the ORM session, cached to spare an identity-map
+    #: look-up per record; a row not found is not cached: the next look-up asks the session again)
+    terminal: Terminal | None = None
+    chains: dict[int, Chain] = field(default_factory=dict)
+    #: session key → its row, for the sessions the batch's records name: loaded at once, or created by this batch
+    #: (added to the ORM session, inserted with the batch's flush); a key absent here is not stored yet
+    session_rows: dict[str, TrainingSession] = field(default_factory=dict)
+    #: the rows of the sessions touched (their ids are known after the batch's flush)
+    touched: dict[int, TrainingSession] = field(default_factory=dict)
+    #: the batch's new minute rows with their session (its id filled in after the flush), in record order
+    new_minutes: list[tuple[TrainingSession, dict[str, Any]]] = field(default_factory=list)
     #: the terminal and when its last record of the batch was stored (written once, before COMMIT)
     last_seen: tuple[Terminal, datetime] | None = None
     #: chain row → highest seq this batch stored in it
@@ -221,18 +239,29 @@ class Ingestor:
         sees the other's records), then load the stored neighbours of its records and its minutes' numbers."""
         wanted: dict[int, set[int]] = {}
         numbers: list[str] = []
+        session_keys: set[str] = set()
         for _raw, _h, rec in parsed:
             if not isinstance(rec, Record) or rec.terminal != terminal_id:
                 continue
             wanted.setdefault(rec.chain, set()).update((rec.seq - 1, rec.seq, rec.seq + 1))
             if rec.kind is RecordKind.MINUTE:
                 numbers.append(str(rec.body["record_no"]))
+            key = _session_key(rec)
+            if key is not None:
+                session_keys.add(key)
         for chain_no in sorted(wanted):
-            s.get(Chain, (terminal_id, chain_no), with_for_update=True)
+            chain = s.get(Chain, (terminal_id, chain_no), with_for_update=True)
+            if chain is not None:
+                ctx.chains[chain_no] = chain
         for chain_no, seqs in wanted.items():
+            low, high = min(seqs), max(seqs)
+            # a dense set of seqs (a batch of consecutive records) as one index range, else the seqs themselves;
+            # a range may load stored records the batch never looks up, which changes nothing
+            dense = high - low < 2 * len(seqs)
+            seq_cond = RawRecord.seq.between(low, high) if dense else RawRecord.seq.in_(sorted(seqs))
             rows = s.execute(
                 select(RawRecord.seq, RawRecord.hash, RawRecord.prev).where(
-                    RawRecord.terminal_id == terminal_id, RawRecord.chain == chain_no, RawRecord.seq.in_(sorted(seqs))
+                    RawRecord.terminal_id == terminal_id, RawRecord.chain == chain_no, seq_cond
                 )
             )
             for seq, h, prev in rows:
@@ -243,12 +272,29 @@ class Ingestor:
             )
             for number, chain_no, seq in minutes:
                 ctx.record_nos[number] = (chain_no, seq)
+        if session_keys:
+            sessions = s.scalars(
+                select(TrainingSession).where(
+                    TrainingSession.terminal_id == terminal_id, TrainingSession.session.in_(sorted(session_keys))
+                )
+            )
+            ctx.session_rows.update((ts.session, ts) for ts in sessions)
 
     def _store_batch(self, s: Session, ctx: _Batch) -> None:
-        """Insert the batch's raw rows at once, then advance each chain touched once."""
+        """Insert the batch's raw rows at once (the flush before it inserts the batch's new sessions and brings the
+        touched ones up to date), then its minutes at once, then advance each chain touched once."""
         if not ctx.new_raws:
             return
-        s.execute(insert(RawRecord), ctx.new_raws)
+        s.flush()  # new chains and sessions, alarms, the sessions' new values; new sessions have their ids from here
+        s.execute(insert(RAW_RECORDS), ctx.new_raws)
+        if ctx.touched:
+            ctx.sessions.update(ts.id for ts in ctx.touched.values())
+        if ctx.new_minutes:
+            rows = []
+            for ts, row in ctx.new_minutes:
+                row["session_id"] = ts.id
+                rows.append(row)
+            s.execute(insert(MINUTES), rows)
         if ctx.last_seen is not None:
             terminal, seen = ctx.last_seen
             terminal.last_seen_at = seen
@@ -274,13 +320,14 @@ class Ingestor:
 
         if rec.terminal != topic_terminal:
             return reject("terminal_mismatch", ALARM_FOREIGN_PUBLISH, claims=rec.terminal)
-        terminal = s.get(Terminal, topic_terminal)
+        terminal = ctx.terminal if ctx.terminal is not None else s.get(Terminal, topic_terminal)
         if terminal is None:
             return reject("unknown_terminal", ALARM_UNKNOWN_TERMINAL, status=None)
         if terminal.status == TERMINAL_REVOKED:
             return reject("terminal_revoked", ALARM_REVOKED_TERMINAL, revoked_at=str(terminal.revoked_at))
         if terminal.status != TERMINAL_ACTIVE:
             return reject("unknown_terminal", ALARM_UNKNOWN_TERMINAL, status=terminal.status)
+        ctx.terminal = terminal
         rotation = rec.kind is RecordKind.GENESIS and rec.body.get("reason") == "key_rotation"
         if rotation:
             refused = self._check_rotation(s, terminal, rec)
@@ -314,7 +361,9 @@ class Ingestor:
                 body_key = None
             if body_key != rec.envelope.kid:
                 return reject("genesis_key_mismatch", ALARM_GENESIS_KEY, genesis_key_id=body_key)
-        closed = s.get(Chain, (terminal.id, rec.chain))
+        closed = ctx.chains.get(rec.chain)
+        if closed is None:
+            closed = s.get(Chain, (terminal.id, rec.chain))
         if closed is not None and closed.closed_after_seq is not None and rec.seq > closed.closed_after_seq:
             return reject("chain_closed", ALARM_CHAIN_CLOSED, closed_after_seq=closed.closed_after_seq)
 
@@ -345,10 +394,9 @@ class Ingestor:
         if rotation:
             self._adopt_rotated_key(s, terminal, rec, now)
         self._advance_chain(s, terminal, rec, h, now, ctx)
-        # _derive reads only session rows, which _session_row flushes as it creates them: its minutes and counters
-        # can wait for the batch's flush (one INSERT for all of them instead of a flush before every lookup).
-        with s.no_autoflush:
-            self._derive(s, rec, ctx)
+        # _derive queries nothing (the batch's sessions were prefetched): its sessions go in with the batch's flush,
+        # its minutes with the batch's one INSERT of minutes.
+        self._derive(s, rec, ctx)
         ctx.last_seen = (terminal, now)
         return RecordOutcome(AckResult(rec.chain, rec.seq, h, AckStatus.STORED), str(rec.kind))
 
@@ -428,7 +476,9 @@ class Ingestor:
     # ------------------------------------------------------------------ chains
     def _advance_chain(self, s: Session, terminal: Terminal, rec: Record, h: str, now: datetime, ctx: _Batch) -> None:
         """The genesis is noted at once; ``max_seq`` and the gap are brought up to date in :meth:`_store_batch`."""
-        chain = _chain_row(s, terminal, rec.chain)
+        chain = ctx.chains.get(rec.chain)
+        if chain is None:
+            chain = ctx.chains[rec.chain] = _chain_row(s, terminal, rec.chain)
         if rec.kind is RecordKind.GENESIS:
             chain.genesis_hash = h
             if rec.chain > 1:
@@ -510,47 +560,52 @@ class Ingestor:
 
     # ------------------------------------------------------------------ derived rows
     def _derive(self, s: Session, rec: Record, ctx: _Batch) -> None:
+        """Sessions and minutes of a stored record. Reads nothing from the database: the batch's sessions were loaded
+        by :meth:`_prefetch`, new ones are created in memory (inserted with the batch's flush) and the minute rows
+        are inserted at once by :meth:`_store_batch`."""
+        key = _session_key(rec)
+        if key is None:
+            return
+        ts = _batch_session(s, ctx, rec.terminal, key)
+        ctx.touched[id(ts)] = ts
         body = rec.body
         if rec.kind is RecordKind.STUDENT_LOGIN:
-            ts = _session_row(s, rec.terminal, str(body["session"]))
             ts.student_id, ts.coach_id, ts.course = body["student"], body["coach"], body["course"]
             ts.login_chain, ts.login_seq, ts.started_at = rec.chain, rec.seq, rec.at
-            ctx.sessions.add(ts.id)
         elif rec.kind is RecordKind.STUDENT_LOGOUT:
-            ts = _session_row(s, rec.terminal, str(body["session"]))
             ts.student_id = ts.student_id or body["student"]
             ts.coach_id = ts.coach_id or body["coach"]
             ts.logout_chain, ts.logout_seq, ts.ended_at = rec.chain, rec.seq, rec.at
             minutes = body.get("minutes")
             ts.declared_minutes = minutes if isinstance(minutes, int) and not isinstance(minutes, bool) else None
-            ctx.sessions.add(ts.id)
-        elif rec.kind is RecordKind.FACE_CHECK and isinstance(body.get("session"), str):
-            # a photo of the session: its photo windows and face re-checks are judged again
-            ctx.sessions.add(_session_row(s, rec.terminal, str(body["session"])).id)
         elif rec.kind is RecordKind.MINUTE:
-            ts = _session_row(s, rec.terminal, str(body["session"]))
             if ts.student_id is None:  # the login has not arrived yet
                 ts.student_id, ts.coach_id, ts.course = body["student"], body["coach"], body["course"]
             ts.minutes_count += 1
-            s.add(
-                Minute(
-                    record_no=body["record_no"],
-                    terminal_id=rec.terminal,
-                    chain=rec.chain,
-                    seq=rec.seq,
-                    session_id=ts.id,
-                    student_id=body["student"],
-                    coach_id=body["coach"],
-                    course=body["course"],
-                    part=CourseCode.parse(body["course"]).part,
-                    start=rec.at,
-                    facts=minute_facts_json(rec),
-                    valid=None,
-                    reasons=[],
-                    judged_at=None,
+            ctx.new_minutes.append(
+                (
+                    ts,
+                    {
+                        "record_no": body["record_no"],
+                        "terminal_id": rec.terminal,
+                        "chain": rec.chain,
+                        "seq": rec.seq,
+                        "session_id": None,  # filled in once the session row has its id
+                        "student_id": body["student"],
+                        "coach_id": body["coach"],
+                        "course": body["course"],
+                        "part": CourseCode.parse(body["course"]).part,
+                        "start": rec.at,
+                        "facts": minute_facts_json(rec),
+                        "valid": None,
+                        "reasons": [],
+                        "judged_at": None,
+                        "status": MINUTE_UNJUDGED,
+                    },
                 )
             )
-            ctx.sessions.add(ts.id)
+        # a face check of the session (a photo of it): only touched, its photo windows and face re-checks are
+        # judged again after commit
 
     # ------------------------------------------------------------------ alarms and counters
     def _alarm(self, s: Session, terminal: str | None, kind: str, detail: dict[str, Any]) -> None:
@@ -620,7 +675,30 @@ def _chain_row(s: Session, terminal: Terminal, chain_no: int) -> Chain:
     return chain
 
 
+def _session_key(rec: Record) -> str | None:
+    """The session a record's derived rows belong to, or None (the record derives nothing)."""
+    kind = rec.kind
+    if kind is RecordKind.MINUTE or kind is RecordKind.STUDENT_LOGIN or kind is RecordKind.STUDENT_LOGOUT:
+        return str(rec.body["session"])
+    if kind is RecordKind.FACE_CHECK:
+        session = rec.body.get("session")
+        return session if isinstance(session, str) else None
+    return None
+
+
+def _batch_session(s: Session, ctx: _Batch, terminal: str, session: str) -> TrainingSession:
+    """The session's row from the batch's prefetch, or a new one (inserted with the batch's flush)."""
+    row = ctx.session_rows.get(session)
+    if row is None:
+        row = TrainingSession(terminal_id=terminal, session=session, minutes_count=0, valid_minutes=0)
+        s.add(row)
+        ctx.session_rows[session] = row
+    return row
+
+
 def _session_row(s: Session, terminal: str, session: str) -> TrainingSession:
+    """The session's row, created (and flushed, so that it has its id) when it does not exist yet (one query: for
+    callers handling one record at a time, e.g. :mod:`server.ingest_jt808`)."""
     row = s.scalar(
         select(TrainingSession).where(TrainingSession.terminal_id == terminal, TrainingSession.session == session)
     )

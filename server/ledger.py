@@ -283,13 +283,16 @@ class Ledger:
                 )
                 if reasons != m.reasons:
                     m.reasons = reasons
-                m.valid = ok and m.record_no not in over
+                capped_valid = ok and m.record_no not in over
+                if m.valid != capped_valid:  # assigned only when it changes: an unchanged minute stays clean
+                    m.valid = capped_valid
         # A session's count is what its minutes say after the cap (the cap may move across sessions of a day).
         counts: dict[int, int] = defaultdict(int)
         for m in minutes:
             counts[m.session_id] += 1 if m.valid else 0
+        sessions = _sessions_by_id(s, counts)  # one query per chunk, not one per session (each after a flush)
         for session_id, valid in counts.items():
-            ts = s.get(TrainingSession, session_id)
+            ts = sessions.get(session_id)
             if ts is not None and ts.valid_minutes != valid:
                 ts.valid_minutes = valid
 
@@ -336,6 +339,20 @@ class Ledger:
             created_at=now,
             updated_at=now,
         )
+
+
+#: Ids per ``IN (…)`` when loading rows by id (well below every engine's limit on bound parameters).
+IN_CHUNK = 500
+
+
+def _sessions_by_id(s: Session, ids: Iterable[int]) -> dict[int, TrainingSession]:
+    """The session rows with these ids (the ones already in the ORM session are returned as they are there)."""
+    wanted = sorted(set(ids))
+    out: dict[int, TrainingSession] = {}
+    for i in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[i : i + IN_CHUNK]
+        out.update((ts.id, ts) for ts in s.scalars(select(TrainingSession).where(TrainingSession.id.in_(chunk))))
+    return out
 
 
 def _is_practical(course: str) -> bool:
