@@ -37,6 +37,7 @@ from server.models import (
     ExamResult,
     Minute,
     Rating,
+    Reconciliation,
     Slot,
     Student,
     Terminal,
@@ -296,6 +297,21 @@ class PlatformWorker:
             settle_bookings(s, self.policy, self._clock())
         if self.escrow is not None:
             self.escrow.run_once()
+            self.reconcile_yesterday()
+
+    def reconcile_yesterday(self) -> bool:
+        """The daily reconciliation: once the Beijing day has turned, yesterday's ledger against the bank's statement
+        (once; a day whose statement was unavailable is tried again on the next pass). True when one ran."""
+        if self.escrow is None:
+            return False
+        day = (self._clock().astimezone(BEIJING) - timedelta(days=1)).date()
+        with self._sf() as s:
+            reports = s.scalars(select(Reconciliation.differences).where(Reconciliation.day == day.isoformat()))
+            done = any(all(d.get("kind") != "statement_unavailable" for d in diffs) for diffs in reports)
+        if done:
+            return False
+        self.escrow.reconcile(day)
+        return True
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

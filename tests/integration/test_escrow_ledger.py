@@ -280,3 +280,22 @@ def test_worked_example_one_student_from_enrolment_to_the_last_release(template:
     report = svc.reconcile(clock().astimezone(__import__("zoneinfo").ZoneInfo("Asia/Shanghai")).date())
     assert [d["kind"] for d in report.differences] == ["missing_in_ledger"]
     engine.dispose()
+
+
+def test_the_reconciliation_runs_once_a_day_by_itself(template: Path, tmp_path: Path) -> None:
+    """The platform worker reconciles yesterday (Beijing) once the day has turned, once; not again the same day."""
+    from server.models import Reconciliation
+    from server.platform import PlatformWorker
+
+    sf, engine = _world(template, tmp_path, 1000)
+    bank, clock = FakeBank(), Clock()
+    svc = EscrowService(sf, POLICY, bank, clock)
+    worker = PlatformWorker(sf, POLICY, clock, escrow=svc)
+    worker.run_once()
+    worker.run_once()
+    with sf() as s:
+        days = [r.day for r in s.scalars(select(Reconciliation))]
+    yesterday = (clock().astimezone(__import__("zoneinfo").ZoneInfo("Asia/Shanghai")) - timedelta(days=1)).date()
+    assert days == [yesterday.isoformat()]
+    assert worker.reconcile_yesterday() is False
+    engine.dispose()
