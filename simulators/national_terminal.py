@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 REPLY_TIMEOUT_S = 10.0
 #: Largest body per package (the protocol's 10-bit length; real terminals use ~1 KiB packages).
 PACKAGE_BODY = 1023
+#: Minutes of one leg along the training ground's straight before the car turns back to its start.
+LEG_MINUTES = 10
 #: Photo bytes the simulator makes (a few packages each).
 PHOTO_SIZE = 3000
 #: Minutes between photos during training (the common audit rule is a photo every 15 minutes).
@@ -117,6 +119,7 @@ class NationalTerminal:
     _class_id: int = 0
     _downlinks: list[Packet] = field(default_factory=list)
     _last_auth: int = 0
+    _leg: int = 0  # minutes driven along the ground's 400 m straight (then back to its start)
 
     # ------------------------------------------------------------------ link
     @property
@@ -348,11 +351,17 @@ class NationalTerminal:
                               start.astimezone(BEIJING).time().replace(tzinfo=None), course, 1, speed,
                               distance_km, self.gnss(start + timedelta(seconds=30), speed, rpm))  # fmt: skip
         self.sent_minutes[record.record_no] = record
-        self.lat += 0.0004
+        self.drive_one_minute()
         if int(record.record_no[-4:]) in self.lose_minutes:
             self.lose_minutes.discard(int(record.record_no[-4:]))
             return None  # lost on the way: only a 0x8205 brings it back
         return self.training(record)
+
+    def drive_one_minute(self) -> None:
+        """Up and down the training ground's straight (~44 m a minute, 400 m long): the car stays inside the ground
+        however long it trains (driving on north forever, it left every teaching area after ~40 minutes)."""
+        self._leg = (self._leg + 1) % LEG_MINUTES
+        self.lat = round(self.lat + (0.0004 if self._leg else -0.0004 * (LEG_MINUTES - 1)), 6)
 
     def photo(self, person: str, event: int, at: datetime, class_id: int, confidence: int = 92) -> int | None:
         """0x0305 init then 0x0306 data (sub-packaged); the result of the data message."""

@@ -168,3 +168,21 @@ def test_audit_reverifies_every_stored_envelope(gw: RunningGateway, enrolled: An
     with enrolled() as s:
         report = audit_national(s, NATIONAL)
     assert report is not None and report["envelopes"] == report["verified"] > 0 and not report["failures"]
+
+
+
+def test_the_simulated_national_car_stays_on_the_training_ground() -> None:
+    """Found in the demo: the simulated car drove north 44 m a minute for ever and left the demo's teaching area
+    after ~40 minutes, so its later minutes were (rightly) invalid `outside_teaching_area`."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from server.gateway.demo_support import TERMINAL
+    from server.policy import load_builtin_policy
+    from server.validation.geo import inside_polygon
+    from simulators.national_terminal import NationalTerminal
+
+    areas = load_builtin_policy("demo").areas_for("3711020000000001", 2)
+    car = NationalTerminal(TERMINAL, "0013910000000901", rsa.generate_private_key(65537, 2048), "鲁L0901学")
+    for _ in range(8 * 60):  # a long day of training
+        car.drive_one_minute()
+        assert any(inside_polygon(car.lat, car.lon, a.polygon) for a in areas), (car.lat, car.lon)
