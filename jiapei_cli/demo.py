@@ -130,7 +130,14 @@ class Demo:
         (broker_dir / "mosquitto.conf").write_text(conf + f"log_dest file {broker_dir / 'mosquitto.log'}\n")
         broker = self.spawn("broker", [find_mosquitto(), "-c", str(broker_dir / "mosquitto.conf")])
         wait_port(self.mqtt_port, 10, broker, "mosquitto")
-        exam = self.jiapei("exam", "sim", "exam", "--port", str(self.exam_port), "--state-dir", str(self.dir / "exam"))
+        # The server signs its stage reviews; the exam side is given the public key and refuses unsigned notices.
+        from server.exam_client import NoticeSigner
+
+        signer = NoticeSigner.from_file(self.pki_dir / "stage-review-signing.key")
+        server_key = self.dir / "stage-review-signing.pub.pem"
+        server_key.write_text(signer.public_pem)
+        exam = self.jiapei("exam", "sim", "exam", "--port", str(self.exam_port), "--state-dir", str(self.dir / "exam"),
+                           "--server-key", str(server_key))  # fmt: skip
         wait_port(self.exam_port, STARTUP_TIMEOUT_S, exam, "exam simulator")
         # The platform around the hours: the escrow bank simulator (its address goes to the server by environment).
         from jiapei_cli.demo_platform import DemoPlatform

@@ -353,6 +353,16 @@ def list_stage_reviews(db: DB, p: Eligibility, page: Page, request: Request, res
             for r in paginate(db, q, page, request, response)]  # fmt: skip
 
 
+@api.get("/stage-reviews/key", tags=["eligibility"])
+def stage_review_key(request: Request) -> dict[str, str]:
+    """The public key the server signs stage-review notices with (for the exam side; public, no login)."""
+    signer = getattr(request.app.state, "notice_signer", None)
+    if signer is None:
+        raise HTTPException(404, "this server signs no stage reviews (no forwarder configured)")
+    return {"alg": "Ed25519", "kid": signer.key_id, "public_key_pem": signer.public_pem,
+            "typ": "jiapei-stage-review+jws"}  # fmt: skip
+
+
 @api.get("/review/items", tags=["review"])
 def list_review_items(db: DB, p: Staff, page: Page, request: Request, response: Response,
                       status: str | None = "open", student: str | None = None, terminal: str | None = None,
@@ -458,8 +468,7 @@ def create_app(
         from server.app import load_configured_policy
 
         policy = load_configured_policy(settings.policy)
-    app = FastAPI(title="jiapei server", version="1",
-                  description=API_DESCRIPTION)
+    app = FastAPI(title="jiapei server", version="1", description=API_DESCRIPTION)
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.policy = policy

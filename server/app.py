@@ -35,6 +35,18 @@ def load_configured_policy(spec: str) -> Policy:
     return load_builtin_policy(spec)
 
 
+def notice_key_path(settings: Settings) -> Path:
+    """Where the stage-review signing key lives (see :attr:`Settings.notice_key_file`)."""
+    if settings.notice_key_file:
+        return Path(settings.notice_key_file)
+    if settings.pki_dir:
+        return Path(settings.pki_dir) / "stage-review-signing.key"
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+        return Path(url.removeprefix("sqlite:///")).parent / "jiapei-stage-review.key"
+    return Path("jiapei-stage-review.key")
+
+
 def run_server(
     settings: Settings, *, api: bool = True, forwarder: bool = True, stop: threading.Event | None = None
 ) -> None:
@@ -43,7 +55,7 @@ def run_server(
 
     from server import db
     from server.api import create_app
-    from server.exam_client import ExamClient
+    from server.exam_client import ExamClient, NoticeSigner
     from server.forwarder import Forwarder
     from server.ingest import Ingestor
     from server.ledger import Ledger
@@ -74,9 +86,10 @@ def run_server(
 
         sync_broker(sf, trust)  # a revocation whose broker step was cut short by a crash is finished here
     threads: list[threading.Thread] = []
-    exam = ExamClient(settings.exam_url)
+    signer = NoticeSigner.from_file(notice_key_path(settings))
+    exam = ExamClient(settings.exam_url, signer=signer)
     if forwarder:
-        fw = Forwarder(sf, exam, utcnow)
+        fw = Forwarder(sf, exam, utcnow, after_rejection=ledger.after_exam_reply)
         threads.append(threading.Thread(target=fw.run, args=(stop,), name="forwarder", daemon=True))
     from server.escrow.bank import BankClient
     from server.escrow.service import EscrowService
@@ -91,6 +104,7 @@ def run_server(
     if api:
         app = create_app(settings, session_factory=sf, policy=policy, on_people_change=consumer.publish_school_rosters,
                          trust=trust)  # fmt: skip
+        app.state.notice_signer = signer
         app.state.escrow = escrow  # one escrow service: the API, the pages and the worker share its bank client
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="info")
         server = uvicorn.Server(config)
@@ -173,6 +187,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
     p.add_argument("--pki-dir", help="CA + server certificate directory (`jiapei pki init`): TLS and provisioning")
     p.add_argument("--broker-dir", help="where the broker's ACL lives (default: the PKI directory)")
     p.add_argument("--broker-pid-file", help="Mosquitto's pid file: SIGHUP after a revocation")
+    p.add_argument("--notice-key-file", help="the Ed25519 key stage reviews are signed with (made on first start)")
     p.add_argument("--mqtt-client-id", help="this worker's identity (its certificate's CN), default jiapei-server-1")
     p.add_argument("--no-api", action="store_true", help="ingest and forward only")
     p.add_argument("--no-forwarder", action="store_true")

@@ -15,12 +15,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from firmware_protocols import envelope
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,7 @@ class StageReviewNotice:
     records: tuple[str, ...]
     records_digest: str
     submitted_at: datetime
+    mileage_m: int = 0  # metres driven in the valid minutes behind the notice
 
     digest_of = staticmethod(digest_of)
 
@@ -90,12 +96,13 @@ class StageReviewNotice:
         xueshi: int,
         records: Iterable[str],
         submitted_at: datetime,
+        mileage_m: int = 0,
     ) -> StageReviewNotice:
         """A notice with its records sorted and its digest computed."""
         ordered = tuple(sorted(records))
         return cls(
             notice_id, student, school, licence_class, part, valid_minutes, xueshi, ordered,
-            digest_of(ordered), submitted_at,
+            digest_of(ordered), submitted_at, mileage_m,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +118,7 @@ class StageReviewNotice:
             "xueshi": self.xueshi,
             "records": list(self.records),
             "records_digest": self.records_digest,
+            "mileage_m": self.mileage_m,
             "submitted_at": self.submitted_at.isoformat(),
         }
 
@@ -119,10 +127,63 @@ class StageReviewNotice:
 class ExamReply:
     status: str  # "accepted" | "rejected"
     reasons: tuple[str, ...]
+    rejected_records: dict[str, str] = field(default_factory=dict)  # record number → the exam side's reason
 
     @property
     def accepted(self) -> bool:
         return self.status == "accepted"
+
+
+#: ``typ`` of the server's signature over a notice: a compact JWS whose payload is the notice's JSON without its
+#: ``signature`` field (Ed25519, ``kid`` = SHA-256 of the public key, as terminals' records).
+NOTICE_TYP = "jiapei-stage-review+jws"
+
+
+class NoticeSigner:
+    """The server's key for stage-review notices. Ed25519 signatures are deterministic: a resent notice carries the
+    same bytes, so the exam side's idempotency on the notice id holds."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    @property
+    def key_id(self) -> str:
+        return envelope.key_id(self._key.public_key())
+
+    @property
+    def public_pem(self) -> str:
+        return envelope.public_key_to_pem(self._key.public_key())
+
+    def signed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with ``signature`` over everything else."""
+        unsigned = {k: v for k, v in body.items() if k != "signature"}
+        return {**unsigned, "signature": envelope.sign(unsigned, self._key, NOTICE_TYP).decode("ascii")}
+
+    @classmethod
+    def from_file(cls, path: Path) -> NoticeSigner:
+        """The key in ``path`` (PKCS#8 PEM, mode 0600), made on first use. A key others can read is refused."""
+        from server.pki import check_private_file, write_private
+
+        if not path.exists():
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())  # fmt: skip
+            write_private(path, pem)
+            log.info("made the stage-review signing key %s", path)
+        check_private_file(path)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key")
+        return cls(loaded)
+
+
+def verify_notice(body: dict[str, Any], public_key: envelope.PublicKey) -> None:
+    """Check ``body["signature"]`` against ``public_key`` and the rest of ``body``; raises ``MalformedMessage`` /
+    ``BadSignature`` (from :mod:`firmware_protocols.envelope`) or ValueError when they differ."""
+    jws = envelope.parse(str(body.get("signature", "")), NOTICE_TYP)
+    envelope.verify(jws, public_key)
+    if jws.payload != {k: v for k, v in body.items() if k != "signature"}:
+        raise ValueError("the signed notice differs from the notice sent")
 
 
 def next_retry_delay(attempt: int) -> float:
@@ -137,14 +198,26 @@ def next_retry_delay(attempt: int) -> float:
 class ExamClient:
     """Submit stage-review notices to the exam system. Thread-safe as httpx.Client is; close() when done."""
 
-    def __init__(self, base_url: str, timeout: float = 5.0, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 5.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        signer: NoticeSigner | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._signer = signer
 
     def submit(self, notice: StageReviewNotice) -> ExamReply:
-        """Send one notice. The exam side is idempotent on ``notice_id``: resending after a failure is safe."""
+        """Send one notice, signed by the server when a signer is set. The exam side is idempotent on ``notice_id``:
+        resending after a failure is safe."""
+        body = notice.to_json()
+        if self._signer is not None:
+            body = self._signer.signed(body)
         try:
-            response = self._http.post(STAGE_REVIEWS_PATH, json=notice.to_json())
+            response = self._http.post(STAGE_REVIEWS_PATH, json=body)
         except httpx.TimeoutException as exc:
             raise ExamUnavailable(f"exam system timed out: {exc}") from exc
         except httpx.HTTPError as exc:
@@ -161,7 +234,9 @@ class ExamClient:
         status = body.get("status")
         if status not in ("accepted", "rejected") or body.get("notice_id") != notice.notice_id:
             raise ExamUnavailable(f"exam system answer for notice {notice.notice_id} is malformed: {body!r}")
-        reply = ExamReply(str(status), _reasons(body))
+        rejected = body.get("rejected_records")
+        named = {str(k): str(v) for k, v in rejected.items()} if isinstance(rejected, dict) else {}
+        reply = ExamReply(str(status), _reasons(body), named)
         log.info("exam system %s notice %s %s", reply.status, notice.notice_id, list(reply.reasons))
         return reply
 

@@ -2,13 +2,17 @@
 
 The outbox lives in the database, so a restart loses nothing: a notice stays ``pending`` until the exam side answered.
 Retryable failures (:class:`~server.exam_client.ExamUnavailable`) back off exponentially; a refusal
-(:class:`~server.exam_client.ExamRefused`) or a rejection is final and kept for the operator.
+(:class:`~server.exam_client.ExamRefused`: the notice itself is malformed) or a rejection is final and kept for the
+operator. A rejection sends the records it names (all of the notice's when it names none) back to review: the ledger
+reads rejected notices when it judges (:meth:`server.ledger.Ledger.after_exam_reply`, called after the reply is
+committed and again for every rejected notice when the forwarder starts, so a crash between the two loses nothing).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -45,17 +49,35 @@ def notice_from_json(d: dict[str, Any]) -> StageReviewNotice:
         xueshi=int(d["xueshi"]),
         records=d["records"],
         submitted_at=datetime.fromisoformat(d["submitted_at"]),
+        mileage_m=int(d.get("mileage_m") or 0),
     )
 
 
 class Forwarder:
     def __init__(
-        self, session_factory: SessionFactory, exam: ExamPort, clock: Clock, *, poll_seconds: float = POLL_SECONDS
+        self,
+        session_factory: SessionFactory,
+        exam: ExamPort,
+        clock: Clock,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        after_rejection: Callable[[list[str]], object] | None = None,
     ) -> None:
         self._sf = session_factory
         self._exam = exam
         self._clock = clock
         self.poll_seconds = poll_seconds
+        self._after_rejection = after_rejection  # called with the notice ids just rejected (ledger re-judging)
+
+    def replay_rejections(self) -> int:
+        """Hand every rejected notice to ``after_rejection`` again (at start: a crash may have cut the first call)."""
+        if self._after_rejection is None:
+            return 0
+        with self._sf() as s:
+            ids = list(s.scalars(select(StageReview.notice_id).where(StageReview.status == REVIEW_REJECTED)))
+        if ids:
+            self._after_rejection(ids)
+        return len(ids)
 
     def run_once(self) -> int:
         """Submit every due notice once; returns how many were tried."""
@@ -84,6 +106,7 @@ class Forwarder:
             error: Exception | None = None
         except (ExamUnavailable, ExamRefused) as exc:
             reply, error = None, exc
+        rejected = False
         with self._sf() as s, s.begin():
             review = s.get(StageReview, review_id)
             if review is None or review.status != REVIEW_PENDING:
@@ -102,9 +125,14 @@ class Forwarder:
                 log.warning("stage review %s refused by the exam side: %s", notice_id, error)
             elif reply is not None:
                 review.status = REVIEW_ACCEPTED if reply.accepted else REVIEW_REJECTED
-                review.reply = {"status": reply.status, "reasons": list(reply.reasons)}
+                review.reply = {"status": reply.status, "reasons": list(reply.reasons),
+                                "rejected_records": dict(sorted(reply.rejected_records.items())),
+                                "answered_at": now.isoformat()}  # fmt: skip
                 review.last_error = None
+                rejected = not reply.accepted
                 log.info("stage review %s: %s %s", notice_id, reply.status, ",".join(reply.reasons))
+        if rejected and self._after_rejection is not None:
+            self._after_rejection([notice_id])
 
     def _claim(self, review_id: int) -> tuple[str, int, dict[str, Any]] | None:
         """Take a due notice for one attempt: count it and lease it, in a short transaction of its own.
@@ -126,6 +154,10 @@ class Forwarder:
 
     def run(self, stop: threading.Event) -> None:
         log.info("forwarder started")
+        try:
+            self.replay_rejections()
+        except Exception:  # noqa: BLE001 - re-judging is retried at the next start; forwarding must go on
+            log.exception("re-judging rejected stage reviews failed")
         while not stop.is_set():
             try:
                 tried = self.run_once()

@@ -35,6 +35,7 @@ from server.models import (
     MINUTE_UNDER_REVIEW,
     REVIEW_ACCEPTED,
     REVIEW_PENDING,
+    REVIEW_REJECTED,
     Coach,
     HourTotal,
     Minute,
@@ -46,7 +47,7 @@ from server.models import (
     TrainingSession,
 )
 from server.policy import Policy
-from server.review import latest_decisions, session_target
+from server.review import latest_decisions_at, session_target
 from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
 from server.validation.minutes import Fix30, MinuteFacts
 from server.validation.reasons import REVIEW_REASONS, Reason
@@ -173,13 +174,19 @@ class Ledger:
         verdict = judge_session(facts, _session_facts(s, ts), self.policy, extra)
         by_no = {m.record_no: m for m in minutes}
         target = session_target(ts.terminal_id, ts.session)
-        manual = latest_decisions(s, [target, *by_no])
+        manual = latest_decisions_at(s, [target, *by_no])
+        rejected = _exam_rejections(s, {m.student_id for m in minutes})
         suspicious: dict[str, set[str]] = {}
         for v in verdict.minutes:
             m = by_no[v.record_no]
             capped = Reason.DAILY_CAP in (m.reasons or [])
             reasons = set(v.reasons)
-            decision = manual.get(m.record_no) or manual.get(target)
+            decided = manual.get(m.record_no) or manual.get(target)
+            decision = decided[0] if decided else None
+            rejected_at = rejected.get(m.record_no)
+            if rejected_at is not None and not _decided_since(decided, rejected_at):
+                decision = None  # the exam side sent it back: only a decision made after that counts
+                reasons.add(Reason.EXAM_REJECTED)
             if decision == "pass":
                 status = MINUTE_MANUAL_PASSED
             elif decision == "fail":
@@ -259,12 +266,27 @@ class Ledger:
                 row.licence_class, row.valid_minutes = p.licence_class, p.valid_minutes
                 row.required_minutes, row.complete, row.updated_at = p.required_minutes, p.complete, now
                 if p.complete and p.required_minutes > 0 and p.part not in blocked:
-                    notice_id = stage_notice_id(student_id, p.part)
-                    if s.scalar(select(StageReview.id).where(StageReview.notice_id == notice_id)) is None:
+                    notice_id = _next_notice_id(s, student_id, p.part)
+                    if notice_id is not None:
                         records = sorted(m.record_no for m in minutes if m.valid and m.part == p.part)
-                        s.add(self._stage_review(student, p.part, p.valid_minutes, records, now))
+                        s.add(self._stage_review(student, p.part, p.valid_minutes, records, now, notice_id,
+                                                 mileage_by_part[p.part]))  # fmt: skip
                         created.append(notice_id)
         return created
+
+    def after_exam_reply(self, notice_ids: Iterable[str]) -> list[str]:
+        """Hook for :class:`server.forwarder.Forwarder`: the exam side rejected these notices, so the sessions of the
+        records they name are judged again (their minutes go back to review). Idempotent."""
+        records: set[str] = set()
+        with self._sf() as s:
+            for review in s.scalars(select(StageReview).where(StageReview.notice_id.in_(sorted(set(notice_ids))))):
+                records |= _rejected_records(review)
+            wanted = sorted(records)
+            sessions: set[int] = set()
+            for i in range(0, len(wanted), IN_CHUNK):
+                sessions.update(s.scalars(select(Minute.session_id).distinct()
+                                          .where(Minute.record_no.in_(wanted[i : i + IN_CHUNK]))))  # fmt: skip
+        return self.after_ingest(sessions)
 
     def _apply_daily_cap(self, s: Session, minutes: list[Minute]) -> None:
         """Practical and classroom minutes each against their own cap, per Beijing day (valid before the cap:
@@ -311,10 +333,10 @@ class Ledger:
                                      reasons=["accepted_minute_flipped", *m.reasons], records=[m.record_no],
                                      status=ITEM_OPEN, created_at=now, updated_at=now))  # fmt: skip
 
-    def _stage_review(self, student: Student, part: int, valid: int, records: list[str], now: datetime) -> StageReview:
+    def _stage_review(self, student: Student, part: int, valid: int, records: list[str], now: datetime,
+                      notice_id: str, mileage_m: int) -> StageReview:  # fmt: skip
         from server.exam_client import StageReviewNotice  # the adapter to the exam side
 
-        notice_id = stage_notice_id(student.id, part)
         notice = StageReviewNotice.create(
             notice_id=notice_id,
             student=student.id,
@@ -325,6 +347,7 @@ class Ledger:
             xueshi=valid // self.policy.minutes_per_xueshi,
             records=records,
             submitted_at=now,
+            mileage_m=mileage_m,
         ).to_json()
         return StageReview(
             notice_id=notice_id,
@@ -455,6 +478,63 @@ def _cross_reasons(s: Session, ts: TrainingSession, minutes: list[Minute]) -> di
         for no in backdated([(r.seq, r.start, r.record_no) for r in span], floor):
             out[no].add(Reason.TIME_BACKWARDS)
     return dict(out)
+
+
+def _rejected_records(review: StageReview) -> set[str]:
+    """The records an exam-side rejection sends back to review: those it names, else all of the notice's. A refusal
+    (a malformed notice, HTTP 4xx) names no record at fault and sends none back."""
+    reply = review.reply or {}
+    if review.status != REVIEW_REJECTED or reply.get("status") != "rejected":
+        return set()
+    named = reply.get("rejected_records")
+    if isinstance(named, dict) and named:
+        return {str(r) for r in named}
+    return {str(r) for r in review.notice.get("records", [])}
+
+
+def _exam_rejections(s: Session, students: Iterable[str]) -> dict[str, datetime]:
+    """record number → when the exam side last rejected it, for the minutes of these students."""
+    out: dict[str, datetime] = {}
+    rows = s.scalars(select(StageReview).where(StageReview.student_id.in_(sorted(set(students))),
+                                               StageReview.status == REVIEW_REJECTED))  # fmt: skip
+    for review in rows:
+        for record in _rejected_records(review):
+            out[record] = max(out.get(record, review.updated_at), review.updated_at)
+    return out
+
+
+def _decided_since(decided: tuple[str, datetime] | None, since: datetime) -> bool:
+    """An operator's decision made at or after ``since`` (decisions are logged to the second)."""
+    return decided is not None and decided[1] >= since.replace(microsecond=0)
+
+
+def _next_notice_id(s: Session, student_id: str, part: int) -> str | None:
+    """The id of the stage review to send for a complete part, or None when none is due.
+
+    The first is ``{student}-{part}``. After a rejection, a new notice (``{student}-{part}-{n}``) goes only once an
+    operator decided every record the exam side sent back, after it did; a refusal waits for an engineer.
+    Deterministic, so two workers seeing the same part complete create the same notice (the unique id keeps one).
+    """
+    reviews = list(s.scalars(select(StageReview).where(StageReview.student_id == student_id,
+                                                       StageReview.part == part).order_by(StageReview.id)))  # fmt: skip
+    if not reviews:
+        return stage_notice_id(student_id, part)
+    latest = reviews[-1]
+    records = _rejected_records(latest)
+    if not records:  # pending, accepted, or refused
+        return None
+    minutes = {no: (terminal, session) for no, terminal, session in s.execute(
+        select(Minute.record_no, Minute.terminal_id, TrainingSession.session)
+        .join(TrainingSession, TrainingSession.id == Minute.session_id)
+        .where(Minute.record_no.in_(sorted(records)))).all()}  # fmt: skip
+    targets = {*records, *(session_target(*ts) for ts in minutes.values())}
+    manual = latest_decisions_at(s, targets)
+    for record in records:
+        where = minutes.get(record)
+        decided = manual.get(record) or (manual.get(session_target(*where)) if where else None)
+        if not _decided_since(decided, latest.updated_at):
+            return None
+    return f"{stage_notice_id(student_id, part)}-{len(reviews) + 1}"
 
 
 def _parts_under_review(s: Session, student_id: str) -> set[int]:

@@ -74,12 +74,17 @@ def verify_log(s: Session) -> dict[str, Any]:
 
 def latest_decisions(s: Session, targets: Iterable[str]) -> dict[str, str]:
     """target → its latest decision ("pass" | "fail"), for the targets that have one."""
+    return {target: decision for target, (decision, _at) in latest_decisions_at(s, targets).items()}
+
+
+def latest_decisions_at(s: Session, targets: Iterable[str]) -> dict[str, tuple[str, datetime]]:
+    """target → (its latest decision, when it was made), for the targets that have one."""
     wanted = sorted(set(targets))
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, datetime]] = {}
     for i in range(0, len(wanted), 500):  # bounded IN lists
-        rows = s.execute(select(ReviewDecision.target, ReviewDecision.decision)
+        rows = s.execute(select(ReviewDecision.target, ReviewDecision.decision, ReviewDecision.at)
                          .where(ReviewDecision.target.in_(wanted[i:i + 500]))
                          .order_by(ReviewDecision.id))  # fmt: skip
-        for target, decision in rows:
-            out[target] = decision
+        for target, decision, at in rows:
+            out[target] = (decision, at)
     return out

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     jwt_key_file: str | None = None
     jwt_key: str | None = None
     access_token_minutes: int = 30
+    # Stage reviews (issue 5): the server signs every notice to the exam system with this Ed25519 key (PKCS#8 PEM,
+    # 0600, made on first start). Unset: ``<pki_dir>/stage-review-signing.key``, else ``jiapei-stage-review.key``
+    # beside the SQLite database (in the working directory for other databases). Its public key is served at
+    # ``GET /api/stage-reviews/key``.
+    notice_key_file: str | None = None
     dashboard_cookie_secure: bool = False  # set behind TLS: the dashboard's session cookie then needs HTTPS
     # Platform (issue 13). The bank that holds students' fees in escrow (simulators/bank.py in tests and the demo):
     # its URL, the shared secret its callbacks are signed with (HMAC-SHA256), and where it should send them.

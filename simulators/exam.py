@@ -6,19 +6,24 @@ JSON over HTTP, documented at ``/docs`` (OpenAPI):
   "accepted" | "rejected", "reasons": [...]}``. Idempotent on ``notice_id``: the same notice again gets the same
   answer and is stored once; another body under the same id gets 409. A malformed notice (fields, record numbers,
   digest) gets 422 ``{"status": "invalid", "reasons": [...]}``. A notice with no records, or with a record already
-  used by another accepted notice, is rejected.
+  used by another accepted notice, is rejected; ``rejected_records`` names the records at fault and why. With the
+  server's public key given (``--server-key``), a notice must carry the server's ``signature`` (a compact JWS over
+  the rest of the notice, ``typ`` ``jiapei-stage-review+jws``): a missing or bad one gets 422.
 - ``GET /api/v1/stage-reviews``: the notices received, oldest first.
 - ``GET /api/v1/eligibility/{student}``: the parts accepted for a student (they may book those exams).
 - ``POST /api/v1/results`` ``{"student", "part", "passed", "sat_at"}``: the exam hall's result of a part (pass/fail;
   409 ``not_eligible`` unless a stage review of that part was accepted) → ``{"seq", …}``.
   ``GET /api/v1/results?after=SEQ``: the results after ``seq``, oldest first (the feed the server polls).
-- ``POST /admin/faults`` ``{"fail_next": n, "delay_next": n, "delay_seconds": s}``: the next n stage-review posts
-  answer 503 (and/or are answered only after a delay), for tests of the forwarder's retries. ``GET`` shows them.
+- ``POST /admin/faults`` ``{"fail_next": n, "delay_next": n, "delay_seconds": s, "reject_next": n,
+  "reject_reason": r}``: the next n stage-review posts answer 503 (and/or are answered only after a delay), for tests
+  of the forwarder's retries; the next ``reject_next`` new notices are rejected, their first three records with
+  ``reject_reason`` (the exam side's own checks found them wanting). ``GET`` shows them.
 
 State lives in a SQLite file under ``state_dir`` (in memory without one) and survives a restart. ``submitted_at`` is
 not part of a notice's identity: a resend with a fresh timestamp is the same notice.
 
-Run: ``python -m simulators.exam --port 8090 --state-dir /tmp/exam`` (env ``JIAPEI_EXAM_FAIL_NEXT`` = faults at start).
+Run: ``python -m simulators.exam --port 8090 --state-dir /tmp/exam [--server-key server-notice.pub.pem]`` (env
+``JIAPEI_EXAM_FAIL_NEXT`` = faults at start).
 This module uses ``firmware_protocols`` only, never ``agent`` or ``server``.
 """
 
@@ -41,7 +46,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from firmware_protocols.errors import MalformedMessage
+from firmware_protocols import envelope
+from firmware_protocols.errors import BadSignature, MalformedMessage
 from firmware_protocols.identifiers import CLASS_CODES, RecordNumber, check_national_id
 
 log = logging.getLogger(__name__)
@@ -54,7 +60,12 @@ MAX_DELAY_SECONDS = 30.0
 #: Fields that make a notice's identity (``submitted_at`` is left out: a resend may carry a fresh time).
 IDENTITY_FIELDS = (
     "notice_id", "student", "school", "licence_class", "part", "valid_minutes", "xueshi", "records", "records_digest",
+    "mileage_m",
 )  # fmt: skip
+#: ``typ`` of the server's signature over a notice.
+NOTICE_TYP = "jiapei-stage-review+jws"
+#: How many records a simulated rejection names.
+REJECT_RECORDS = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notices (
@@ -64,6 +75,7 @@ CREATE TABLE IF NOT EXISTS notices (
     body TEXT NOT NULL,
     status TEXT NOT NULL,
     reasons TEXT NOT NULL,
+    rejected TEXT NOT NULL DEFAULT '{}',
     received_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS results (
@@ -91,12 +103,15 @@ class StageReviewIn(BaseModel):
     records: list[str] = Field(max_length=MAX_RECORDS)
     records_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
     submitted_at: datetime
+    mileage_m: int = Field(default=0, ge=0)
+    signature: str | None = Field(default=None, max_length=8192)
 
 
 class StageReviewOut(BaseModel):
     notice_id: str
     status: Literal["accepted", "rejected"]
     reasons: list[str]
+    rejected_records: dict[str, str] = Field(default_factory=dict)  # record number → why the exam side refused it
 
 
 class ReceivedNotice(StageReviewOut):
@@ -129,6 +144,8 @@ class Faults(BaseModel):
     fail_next: int = Field(default=0, ge=0)
     delay_next: int = Field(default=0, ge=0)
     delay_seconds: float = Field(default=0.0, ge=0.0, le=MAX_DELAY_SECONDS)
+    reject_next: int = Field(default=0, ge=0)
+    reject_reason: str = Field(default="photo_check_failed", min_length=1, max_length=64)
 
 
 class Invalid(BaseModel):
@@ -179,21 +196,23 @@ class ExamState:
         identity = json.dumps({k: body[k] for k in IDENTITY_FIELDS}, sort_keys=True, separators=(",", ":"))
         with self._lock:
             row = self._db.execute(
-                "SELECT identity, status, reasons FROM notices WHERE notice_id = ?", (notice.notice_id,)
+                "SELECT identity, status, reasons, rejected FROM notices WHERE notice_id = ?", (notice.notice_id,)
             ).fetchone()
             if row is not None:
                 if row[0] != identity:
                     return None
-                return StageReviewOut(notice_id=notice.notice_id, status=row[1], reasons=json.loads(row[2]))
-            reasons = self._judge(notice)
+                return StageReviewOut(notice_id=notice.notice_id, status=row[1], reasons=json.loads(row[2]),
+                                      rejected_records=json.loads(row[3]))  # fmt: skip
+            reasons, rejected = self._judge(notice)
             status: Literal["accepted", "rejected"] = "rejected" if reasons else "accepted"
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO notices (notice_id, identity, body, status, reasons, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (notice.notice_id, identity, json.dumps(body), status, json.dumps(reasons), _now()),
-                )
+                    "INSERT INTO notices (notice_id, identity, body, status, reasons, rejected, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (notice.notice_id, identity, json.dumps(body), status, json.dumps(reasons), json.dumps(rejected),
+                     _now()),
+                )  # fmt: skip
                 if status == "accepted":
                     self._db.executemany(
                         "INSERT INTO used_records (record_no, notice_id) VALUES (?, ?)",
@@ -205,18 +224,25 @@ class ExamState:
                 raise
         log.info("stage review %s for %s part %d: %s %s", notice.notice_id, notice.student, notice.part, status,
                  reasons)  # fmt: skip
-        return StageReviewOut(notice_id=notice.notice_id, status=status, reasons=reasons)
+        return StageReviewOut(notice_id=notice.notice_id, status=status, reasons=reasons, rejected_records=rejected)
 
-    def _judge(self, notice: StageReviewIn) -> list[str]:
-        """What the exam side checks beyond the schema: records present and not already used elsewhere."""
+    def _judge(self, notice: StageReviewIn) -> tuple[list[str], dict[str, str]]:
+        """What the exam side checks beyond the schema: records present and not already used elsewhere (and the
+        injected rejections). Returns the reasons and the records at fault."""
         if not notice.records:
-            return ["no_records"]
+            return ["no_records"], {}
         marks = ",".join("?" * len(notice.records))
-        used = self._db.execute(
-            f"SELECT count(*) FROM used_records WHERE record_no IN ({marks})",  # noqa: S608 - placeholders only
+        used = [r for (r,) in self._db.execute(
+            f"SELECT record_no FROM used_records WHERE record_no IN ({marks})",  # noqa: S608 - placeholders only
             notice.records,
-        ).fetchone()[0]
-        return ["record_reused"] if used else []
+        )]  # fmt: skip
+        if used:
+            return ["record_reused"], dict.fromkeys(sorted(used), "record_reused")
+        if self.faults.reject_next > 0:
+            self.faults.reject_next -= 1
+            reason = self.faults.reject_reason
+            return [reason], dict.fromkeys(sorted(notice.records)[:REJECT_RECORDS], reason)
+        return [], {}
 
     def list_notices(self) -> list[ReceivedNotice]:
         with self._lock:
@@ -281,8 +307,24 @@ def _field_reasons(notice: StageReviewIn) -> list[str]:
     return reasons
 
 
-def create_app(state_dir: Path | None, *, fail_next: int = 0) -> FastAPI:
-    """The simulator app; state in ``state_dir/exam.sqlite3`` (in memory when None)."""
+def _signature_reasons(notice: StageReviewIn, key: envelope.PublicKey) -> list[str]:
+    """Empty when ``notice`` carries the server's valid signature over exactly its other fields."""
+    if not notice.signature:
+        return ["missing_signature"]
+    try:
+        jws = envelope.parse(notice.signature, NOTICE_TYP)
+        envelope.verify(jws, key)
+        signed = StageReviewIn.model_validate(jws.payload)
+    except (MalformedMessage, BadSignature, ValueError):
+        return ["bad_signature"]
+    if signed.model_dump(exclude={"signature"}) != notice.model_dump(exclude={"signature"}):
+        return ["bad_signature"]
+    return []
+
+
+def create_app(state_dir: Path | None, *, fail_next: int = 0, server_key: envelope.PublicKey | None = None) -> FastAPI:
+    """The simulator app; state in ``state_dir/exam.sqlite3`` (in memory when None). With ``server_key``, notices
+    must carry the server's signature."""
     state = ExamState(state_dir)
     state.faults = Faults(fail_next=fail_next)
     app = FastAPI(
@@ -313,6 +355,8 @@ def create_app(state_dir: Path | None, *, fail_next: int = 0) -> FastAPI:
         if fail:
             return JSONResponse(status_code=503, content={"detail": "exam system unavailable (injected fault)"})
         reasons = _field_reasons(notice)
+        if server_key is not None:
+            reasons += _signature_reasons(notice, server_key)
         if reasons:
             return JSONResponse(status_code=422, content={"status": "invalid", "reasons": reasons})
         reply = state.submit(notice)
@@ -358,12 +402,15 @@ def create_app(state_dir: Path | None, *, fail_next: int = 0) -> FastAPI:
     return app
 
 
-def run(host: str = "127.0.0.1", port: int = 8090, state_dir: Path | None = None) -> None:
+def run(
+    host: str = "127.0.0.1", port: int = 8090, state_dir: Path | None = None, server_key: Path | None = None
+) -> None:
     """Serve the simulator until interrupted."""
     import uvicorn
 
     fail_next = int(os.environ.get("JIAPEI_EXAM_FAIL_NEXT", "0"))
-    uvicorn.run(create_app(state_dir, fail_next=fail_next), host=host, port=port, log_level="info")
+    key = envelope.public_key_from_pem(server_key.read_bytes()) if server_key is not None else None
+    uvicorn.run(create_app(state_dir, fail_next=fail_next, server_key=key), host=host, port=port, log_level="info")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -371,9 +418,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument(
+        "--server-key", type=Path, default=None, help="the server public key (PEM) notices must be signed with"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    run(args.host, args.port, args.state_dir)
+    run(args.host, args.port, args.state_dir, args.server_key)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ class Reason(StrEnum):
     COACH_OVERLAP = "coach_overlap"
     # manual review
     MANUAL_FAILED = "manual_failed"
+    # the exam side
+    EXAM_REJECTED = "exam_rejected"
 
 
 #: Reasons that point to fraud rather than to a bad minute: a minute or session with one of them goes to the review
@@ -51,6 +53,7 @@ REVIEW_REASONS: frozenset[str] = frozenset(
         Reason.STUDENT_OVERLAP,
         Reason.COACH_OVERLAP,
         Reason.FOREIGN_SCHOOL,
+        Reason.EXAM_REJECTED,
     }
 )
 
@@ -144,6 +147,10 @@ REASONS: dict[str, tuple[str, str]] = {
         "同一教练员同一时间在另一计时终端带教",
     ),
     Reason.MANUAL_FAILED: ("An operator failed this minute in review", "人工审核不通过"),
+    Reason.EXAM_REJECTED: (
+        "The exam system rejected this minute in a stage review: it waits for an operator's decision",
+        "考试系统阶段审核退回该学时，待人工复核",
+    ),
 }
 
 

@@ -25,10 +25,13 @@ from server.exam_client import (
     ExamRefused,
     ExamReply,
     ExamUnavailable,
+    NoticeSigner,
     StageReviewNotice,
     digest_of,
     next_retry_delay,
+    verify_notice,
 )
+from firmware_protocols import envelope
 from simulators.exam import create_app
 
 STUDENT = "S000000000000001"
@@ -150,8 +153,72 @@ def test_duplicate_records_are_422(client: ExamClient) -> None:
 def test_no_records_and_reused_records_are_rejected(sim: str, client: ExamClient) -> None:
     assert client.submit(notice("N-empty", recs=[])) == ExamReply("rejected", ("no_records",))
     assert client.submit(notice("N-1")).status == "accepted"
-    assert client.submit(notice("N-2", part=3, recs=records(15, first=10))) == ExamReply("rejected", ("record_reused",))
+    reused = client.submit(notice("N-2", part=3, recs=records(15, first=10)))
+    assert (reused.status, reused.reasons) == ("rejected", ("record_reused",))
+    assert reused.rejected_records == dict.fromkeys(records(6, first=10), "record_reused")  # the six used by N-1
     assert httpx.get(f"{sim}/api/v1/eligibility/{STUDENT}").json()["parts_accepted"] == [2]
+
+
+def test_injected_rejections_name_the_records_at_fault(sim: str, client: ExamClient) -> None:
+    httpx.post(f"{sim}/admin/faults", json={"reject_next": 1, "reject_reason": "photo_check_failed"})
+    reply = client.submit(notice("N-1"))
+    assert reply.status == "rejected" and reply.reasons == ("photo_check_failed",)
+    assert reply.rejected_records == dict.fromkeys(records(3), "photo_check_failed")
+    assert client.submit(notice("N-1")) == reply  # a duplicate gets the stored answer, not a fresh judgement
+    assert client.submit(notice("N-1b")).status == "accepted"  # the fault is used up: the same records now pass
+
+
+@contextmanager
+def signed_sim(tmp_path: Path) -> Iterator[tuple[str, NoticeSigner]]:
+    signer = NoticeSigner.from_file(tmp_path / "server-notice.key")
+    key = envelope.public_key_from_pem(signer.public_pem)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(None, server_key=key), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, what="uvicorn to start")
+        yield f"http://127.0.0.1:{port}", signer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=STARTUP_TIMEOUT)
+        sock.close()
+
+
+def test_notices_signed_by_the_server_are_checked(tmp_path: Path) -> None:
+    with signed_sim(tmp_path) as (url, signer):
+        assert (tmp_path / "server-notice.key").stat().st_mode & 0o777 == 0o600
+        with ExamClient(url) as unsigned, pytest.raises(ExamRefused, match="missing_signature"):
+            unsigned.submit(notice("N-unsigned"))
+        impostor = NoticeSigner.from_file(tmp_path / "other.key")
+        with ExamClient(url, signer=impostor) as forged, pytest.raises(ExamRefused, match="bad_signature"):
+            forged.submit(notice("N-forged"))
+        # signed, then altered on the way: two more minutes than the server signed for
+        body = signer.signed(notice("N-altered").to_json())
+        body["valid_minutes"] += 2
+        answer = httpx.post(f"{url}/api/v1/stage-reviews", json=body)
+        assert answer.status_code == 422 and "bad_signature" in answer.json()["reasons"]
+        with ExamClient(url, signer=signer) as client:
+            assert client.submit(notice("N-1")).status == "accepted"
+            assert client.submit(notice("N-1")).status == "accepted"  # Ed25519 is deterministic: a resend is equal
+        stored = httpx.get(f"{url}/api/v1/stage-reviews").json()
+        assert [n["notice_id"] for n in stored] == ["N-1"]
+        key = envelope.public_key_from_pem(signer.public_pem)
+        kept = envelope.parse(stored[0]["notice"]["signature"], "jiapei-stage-review+jws")  # the exam side keeps it
+        envelope.verify(kept, key)
+        assert kept.payload == notice("N-1").to_json()
+        verify_notice(signer.signed(notice("N-2").to_json()), key)
+        with pytest.raises(ValueError, match="differs"):
+            verify_notice({**signer.signed(notice("N-2").to_json()), "part": 3}, key)
+
+
+def test_a_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    NoticeSigner.from_file(tmp_path / "k.key")
+    (tmp_path / "k.key").chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        NoticeSigner.from_file(tmp_path / "k.key")
 
 
 def test_injected_faults_then_success(sim: str, client: ExamClient) -> None:
