@@ -18,6 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
+from firmware_protocols import envelope
 from server.exam_client import (
     RETRY_BASE_SECONDS,
     RETRY_MAX_SECONDS,
@@ -31,7 +32,6 @@ from server.exam_client import (
     next_retry_delay,
     verify_notice,
 )
-from firmware_protocols import envelope
 from simulators.exam import create_app
 
 STUDENT = "S000000000000001"
