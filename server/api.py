@@ -11,6 +11,7 @@ checks role and tenancy (:mod:`server.auth`); people and photos are in :mod:`ser
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -189,7 +190,7 @@ def decide(db: Session, request: Request, p: Principal, body: DecisionCreate) ->
         raise HTTPException(422, {"reason": "bad_decision", "message": str(exc)}) from exc
     db.commit()
     log.info("review decision %s on %s %s by %s", body.decision, body.target_kind, body.target, operator)
-    ledger = Ledger(request.app.state.session_factory, request.app.state.policy, utcnow)
+    ledger = Ledger(request.app.state.session_factory, request.app.state.policies, utcnow)
     ledger.recompute_students(ledger.rejudge_sessions(ledger.affected_sessions({session_id})))
     return row
 
@@ -465,13 +466,17 @@ def create_app(
     if session_factory is None:
         session_factory = make_session_factory(make_engine(settings.database_url))
     if policy is None:
-        from server.app import load_configured_policy
+        from server.app import load_configured_policies, load_configured_policy
 
         policy = load_configured_policy(settings.policy)
+        policies: Sequence[Policy] = load_configured_policies(settings.policy)
+    else:
+        policies = (policy,)
     app = FastAPI(title="jiapei server", version="1", description=API_DESCRIPTION)
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.policy = policy
+    app.state.policies = policies  # every version, for judging (run_server passes the same list)
     app.state.on_people_change = on_people_change
     app.state.trust = trust
     app.state.face_engine = face_engine

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from server.clock import utcnow
-from server.policy import Policy, load_builtin_policy, load_policy
+from server.policy import Policy, PolicyError, load_builtin_policy, load_policy, policy_in_force
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,12 +27,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def load_configured_policies(spec: str) -> list[Policy]:
+    """Each comma-separated item a path to a policy TOML file or the name of a built-in policy: the versions of the
+    rules over time (each judges the days from its ``effective_from``)."""
+    policies = []
+    for item in (i.strip() for i in spec.split(",")):
+        if not item:
+            continue
+        path = Path(item)
+        policies.append(load_policy(path) if path.suffix == ".toml" or path.exists() else load_builtin_policy(item))
+    if not policies:
+        raise PolicyError("no policy configured")
+    return policies
+
+
 def load_configured_policy(spec: str) -> Policy:
-    """A path to a policy TOML file, or the name of a built-in policy."""
-    path = Path(spec)
-    if path.suffix == ".toml" or path.exists():
-        return load_policy(path)
-    return load_builtin_policy(spec)
+    """The configured policy in force today (the oldest configured one if none is in force yet)."""
+    policies = load_configured_policies(spec)
+    try:
+        return policy_in_force(policies, utcnow())
+    except PolicyError:
+        return min(policies, key=lambda p: p.effective_from)
 
 
 def notice_key_path(settings: Settings) -> Path:
@@ -62,10 +77,11 @@ def run_server(
     from server.mqtt_consumer import IngestConsumer
 
     stop = stop or threading.Event()
+    policies = load_configured_policies(settings.policy)
     policy = load_configured_policy(settings.policy)
     db.upgrade(settings.database_url)
     sf = db.make_session_factory(db.make_engine(settings.database_url))
-    ledger = Ledger(sf, policy, utcnow)
+    ledger = Ledger(sf, policies, utcnow)
     ingestor = Ingestor(
         sf, utcnow, resend_grace=timedelta(seconds=settings.resend_grace_seconds), after_commit=ledger.after_ingest
     )
@@ -105,6 +121,7 @@ def run_server(
         app = create_app(settings, session_factory=sf, policy=policy, on_people_change=consumer.publish_school_rosters,
                          trust=trust)  # fmt: skip
         app.state.notice_signer = signer
+        app.state.policies = policies
         app.state.escrow = escrow  # one escrow service: the API, the pages and the worker share its bank client
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="info")
         server = uvicorn.Server(config)

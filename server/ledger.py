@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +46,7 @@ from server.models import (
     Terminal,
     TrainingSession,
 )
-from server.policy import Policy
+from server.policy import Policy, PolicyError, policy_in_force
 from server.review import latest_decisions_at, session_target
 from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
 from server.validation.minutes import Fix30, MinuteFacts
@@ -109,10 +109,25 @@ def stage_notice_id(student: str, part: int) -> str:
 class Ledger:
     """Re-judges sessions, recomputes hour totals, keeps the review queue and enqueues stage reviews."""
 
-    def __init__(self, session_factory: SessionFactory, policy: Policy, clock: Clock) -> None:
+    def __init__(self, session_factory: SessionFactory, policy: Policy | Sequence[Policy], clock: Clock) -> None:
+        """``policy``: one policy, or every version in force over time (each judges the minutes of the Beijing days
+        from its ``effective_from``; the newest one sets the hours a part needs)."""
         self._sf = session_factory
-        self.policy = policy
+        self.policies = tuple(sorted([policy] if isinstance(policy, Policy) else policy,
+                                     key=lambda p: (p.effective_from, p.name)))  # fmt: skip
+        if not self.policies:
+            raise ValueError("the ledger needs at least one policy")
+        self.policy = self.policies[-1]
         self._clock = clock
+
+    def policy_at(self, at: datetime) -> Policy:
+        """The policy in force on ``at``'s Beijing day (the oldest one before any is in force)."""
+        if len(self.policies) == 1:
+            return self.policy
+        try:
+            return policy_in_force(self.policies, at)
+        except PolicyError:
+            return self.policies[0]
 
     def after_ingest(self, session_ids: Iterable[int]) -> list[str]:
         """Hook for :class:`server.ingest.Ingestor`: returns the notice ids of stage reviews created.
@@ -171,7 +186,8 @@ class Ledger:
                                   coach_school=coach[0] if coach else None,
                                   coach_classes=coach[1] if coach else ()))  # fmt: skip
         extra = _cross_reasons(s, ts, minutes)
-        verdict = judge_session(facts, _session_facts(s, ts), self.policy, extra)
+        policy = self.policy_at(min(m.start for m in minutes)) if minutes else self.policy
+        verdict = judge_session(facts, _session_facts(s, ts), policy, extra)
         by_no = {m.record_no: m for m in minutes}
         target = session_target(ts.terminal_id, ts.session)
         manual = latest_decisions_at(s, [target, *by_no])
@@ -295,9 +311,15 @@ class Ledger:
         for m in minutes:
             groups[_is_practical(m.course)].append(m)
         for practical, group in groups.items():
-            cap = self.policy.daily_cap_minutes_practical if practical else self.policy.daily_cap_minutes_classroom
             judged = [(m.record_no, m.start, m.status in (MINUTE_AUTO_PASSED, MINUTE_MANUAL_PASSED)) for m in group]
-            over = apply_daily_cap(judged, self.policy, cap)
+            by_policy: dict[int, list[tuple[str, datetime, bool]]] = defaultdict(list)
+            for j in judged:  # each day's cap is the one in force that day (a day never spans two policies)
+                by_policy[self.policies.index(self.policy_at(j[1]))].append(j)
+            over: set[str] = set()
+            for index, days in by_policy.items():
+                policy = self.policies[index]
+                cap = policy.daily_cap_minutes_practical if practical else policy.daily_cap_minutes_classroom
+                over |= apply_daily_cap(days, policy, cap)
             for m, (_no, _start, ok) in zip(group, judged, strict=True):
                 reasons = sorted(
                     {r for r in m.reasons if r != Reason.DAILY_CAP}

@@ -13,7 +13,9 @@ class Settings(BaseSettings):
     mqtt_port: int = 1883
     mqtt_client_id: str = "jiapei-server-1"
     exam_url: str = "http://127.0.0.1:8090"
-    policy: str = "national-2016"  # a built-in policy name or a path to a policy TOML file
+    # A built-in policy name or a path to a policy TOML file; or several, comma-separated: the versions over time,
+    # each judging the minutes of the days from its effective_from (the one in force today runs the rest).
+    policy: str = "national-2016"
     admin_token: str | None = None  # admin writes are refused (401) while unset
     api_host: str = "127.0.0.1"
     api_port: int = 8080

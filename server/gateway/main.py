@@ -23,16 +23,16 @@ DEFAULT_PORT = 6808
 def build_gateway(settings: Settings, **config: float) -> object:
     """The gateway wired to the database and the ledger named by ``settings`` (not started)."""
     from server import db
-    from server.app import load_configured_policy
+    from server.app import load_configured_policies
     from server.clock import utcnow
     from server.gateway.service import Gateway, GatewayConfig
     from server.ingest_jt808 import NationalIngestor
     from server.ledger import Ledger
 
-    policy = load_configured_policy(settings.policy)
+    policies = load_configured_policies(settings.policy)
     db.upgrade(settings.database_url)
     sf = db.make_session_factory(db.make_engine(settings.database_url))
-    ledger = Ledger(sf, policy, utcnow)
+    ledger = Ledger(sf, policies, utcnow)
     ingestor = NationalIngestor(sf, utcnow, after_commit=ledger.after_ingest)
     return Gateway(ingestor, GatewayConfig(**config))  # type: ignore[arg-type]
 
