@@ -111,13 +111,13 @@ class Ledger:
 
     def __init__(self, session_factory: SessionFactory, policy: Policy | Sequence[Policy], clock: Clock) -> None:
         """``policy``: one policy, or every version in force over time (each judges the minutes of the Beijing days
-        from its ``effective_from``; the newest one sets the hours a part needs)."""
+        from its ``effective_from``; the one in force now sets the hours a part needs)."""
         self._sf = session_factory
         self.policies = tuple(sorted([policy] if isinstance(policy, Policy) else policy,
                                      key=lambda p: (p.effective_from, p.name)))  # fmt: skip
         if not self.policies:
             raise ValueError("the ledger needs at least one policy")
-        self.policy = self.policies[-1]
+        self.policy = self.policies[-1]  # the newest: what a single-policy caller configured
         self._clock = clock
 
     def policy_at(self, at: datetime) -> Policy:
@@ -274,7 +274,8 @@ class Ledger:
                     valid_by_part[m.part] += 1
                     mileage_by_part[m.part] += int(m.facts.get("distance_m") or 0)
             blocked = _parts_under_review(s, student_id)
-            for p in progress(student_id, student.licence_class, valid_by_part, self.policy, mileage_by_part):
+            current = self.policy_at(now)
+            for p in progress(student_id, student.licence_class, valid_by_part, current, mileage_by_part):
                 row = s.get(HourTotal, (student_id, p.part))
                 if row is None:
                     row = HourTotal(student_id=student_id, part=p.part)
@@ -286,7 +287,7 @@ class Ledger:
                     if notice_id is not None:
                         records = sorted(m.record_no for m in minutes if m.valid and m.part == p.part)
                         s.add(self._stage_review(student, p.part, p.valid_minutes, records, now, notice_id,
-                                                 mileage_by_part[p.part]))  # fmt: skip
+                                                 mileage_by_part[p.part], current))  # fmt: skip
                         created.append(notice_id)
         return created
 
@@ -356,7 +357,7 @@ class Ledger:
                                      status=ITEM_OPEN, created_at=now, updated_at=now))  # fmt: skip
 
     def _stage_review(self, student: Student, part: int, valid: int, records: list[str], now: datetime,
-                      notice_id: str, mileage_m: int) -> StageReview:  # fmt: skip
+                      notice_id: str, mileage_m: int, policy: Policy) -> StageReview:  # fmt: skip
         from server.exam_client import StageReviewNotice  # the adapter to the exam side
 
         notice = StageReviewNotice.create(
@@ -366,7 +367,7 @@ class Ledger:
             licence_class=student.licence_class,
             part=part,
             valid_minutes=valid,
-            xueshi=valid // self.policy.minutes_per_xueshi,
+            xueshi=valid // policy.minutes_per_xueshi,
             records=records,
             submitted_at=now,
             mileage_m=mileage_m,

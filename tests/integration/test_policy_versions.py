@@ -82,3 +82,16 @@ def test_the_configuration_names_several_versions() -> None:
         load_configured_policies(" , ")
     with pytest.raises(PolicyError, match="no built-in policy"):
         load_configured_policies("national-2016,nowhere-2030")
+
+
+def test_the_hours_a_part_needs_follow_the_policy_in_force_now() -> None:
+    from datetime import UTC, datetime
+
+    future = replace(POLICY, name="more-hours-2030", effective_from=date(2030, 1, 1),
+                     part_hours={"C1": {1: 20, 2: 20, 3: 30, 4: 20}})  # fmt: skip
+    ledger = Ledger(None, [future, POLICY], lambda: datetime(2026, 11, 27, tzinfo=UTC))  # type: ignore[arg-type]
+    assert ledger.policy_at(datetime(2026, 11, 27, tzinfo=UTC)) is POLICY
+    assert ledger.policy_at(datetime(2030, 1, 1, tzinfo=UTC)) is future
+    assert ledger.policy_at(datetime(2015, 1, 1, tzinfo=UTC)) is POLICY  # before any: the oldest
+    with pytest.raises(ValueError, match="at least one policy"):
+        Ledger(None, [], lambda: datetime(2026, 11, 27, tzinfo=UTC))  # type: ignore[arg-type]
