@@ -25,9 +25,11 @@ from server.ledger import Ledger
 from server.models import (
     Coach,
     EnrolmentPhoto,
+    Minute,
     OperatorAccount,
     ReviewItem,
     School,
+    StageReview,
     Student,
     Terminal,
     TerminalKey,
@@ -146,6 +148,19 @@ def build_world(directory: Path) -> World:
             s.add(EnrolmentPhoto(person_kind=kind, person_id=pid, sha256=hashlib.sha256(data).hexdigest(),
                                  media_type="image/jpeg", data=data, width=0, height=0, face_box=[0, 0, 0, 0],
                                  consent=True, uploaded_by="test", created_at=now))  # fmt: skip
+        # a part the exam side first rejected (three records back to review), then accepted when sent again
+        first = fleet.students[0]
+        records = sorted(s.scalars(select(Minute.record_no).where(Minute.student_id == first, Minute.valid.is_(True))))
+        for suffix, status, reply in (
+            ("", "rejected", {"status": "rejected", "reasons": ["photo_check_failed"],
+                              "rejected_records": dict.fromkeys(records[:3], "photo_check_failed")}),
+            ("-2", "accepted", {"status": "accepted", "reasons": [], "rejected_records": {}}),
+        ):  # fmt: skip
+            notice = {"notice_id": f"{first}-2{suffix}", "student": first, "part": 2, "valid_minutes": len(records),
+                      "xueshi": len(records) // 45, "mileage_m": 250 * len(records), "records": records}  # fmt: skip
+            s.add(StageReview(notice_id=notice["notice_id"], student_id=first, part=2, notice=notice, status=status,
+                              attempts=1, next_attempt_at=now, last_error=None, reply=reply, created_at=now,
+                              updated_at=now))  # fmt: skip
         other_student_a = next(p for p in teleport().students)
         accounts = {
             "regulator": ("reg", "regulator", None, None),

@@ -191,4 +191,6 @@ def test_student_progress_school_figures_ranking_and_eligibility(site: tuple[str
     shot(page, "ranking")
     login(page, base, world.accounts["clerk"])
     assert page.locator("#eligible tbody tr").count() >= 5
+    reviews = page.inner_text("#stage-reviews")
+    assert "photo_check_failed" in reviews and "3 records back to review" in reviews and "20.0" in reviews
     shot(page, "eligibility")
