@@ -51,6 +51,7 @@ from server.models import (
     TerminalKey,
     TrainingSession,
 )
+from server.validation.track import track_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -601,6 +602,7 @@ class Ingestor:
                         "reasons": [],
                         "judged_at": None,
                         "status": MINUTE_UNJUDGED,
+                        "track_hash": track_fingerprint(body.get("fixes"), body["distance_m"]),
                     },
                 )
             )

@@ -382,6 +382,7 @@ class NationalIngestor:
                     part=CourseCode.parse(message.course).part,
                     start=row.at,
                     facts=minute_facts(message),
+                    track_hash=None,  # a 0x0203 record has one fix (second 30), no samples: no track fingerprint
                     valid=None,
                     reasons=[],
                     judged_at=None,

@@ -52,6 +52,7 @@ from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
 from server.validation.minutes import Fix30, MinuteFacts
 from server.validation.reasons import REVIEW_REASONS, Reason
 from server.validation.session import Photo, SessionFacts, judge_session
+from server.validation.track import TrackMinute, replayed
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ class Ledger:
         """Hook for :class:`server.ingest.Ingestor`: returns the notice ids of stage reviews created.
 
         Besides the sessions the batch touched, the sessions whose verdicts depend on them are re-judged: the same
-        student's or coach's sessions on other terminals around the same minutes (overlaps) and the later minutes
-        of the same chain (backdating). So late records give the verdicts that the same records in order give.
+        student's or coach's sessions on other terminals around the same minutes (overlaps), the later minutes
+        of the same chain (backdating) and the sessions with a minute of the same track fingerprint (replayed
+        tracks). So late records give the verdicts that the same records in order give.
         """
         students = self.rejudge_sessions(self.affected_sessions(session_ids))
         return self.recompute_students(students)
@@ -160,6 +162,7 @@ class Ledger:
                 out.update(s.scalars(select(Minute.session_id).distinct().where(
                     Minute.terminal_id != terminal, Minute.start > first - OVERLAP, Minute.start < last + OVERLAP,
                     people)))  # fmt: skip
+            out |= _sessions_sharing_tracks(s, touched)
         return out
 
     def rejudge_sessions(self, session_ids: Iterable[int]) -> set[str]:
@@ -500,6 +503,8 @@ def _cross_reasons(s: Session, ts: TrainingSession, minutes: list[Minute]) -> di
             *same_chain, Minute.seq >= low, Minute.seq <= high)).all()  # fmt: skip
         for no in backdated([(r.seq, r.start, r.record_no) for r in span], floor):
             out[no].add(Reason.TIME_BACKWARDS)
+    for no in _replayed_tracks(s, minutes):
+        out[no].add(Reason.REPLAYED_TRACK)
     return dict(out)
 
 
@@ -558,6 +563,34 @@ def _next_notice_id(s: Session, student_id: str, part: int) -> str | None:
         if not _decided_since(decided, latest.updated_at):
             return None
     return f"{stage_notice_id(student_id, part)}-{len(reviews) + 1}"
+
+
+def _chunks(values: Iterable[str]) -> Iterable[list[str]]:
+    wanted = sorted(set(values))
+    for i in range(0, len(wanted), IN_CHUNK):
+        yield wanted[i : i + IN_CHUNK]
+
+
+def _replayed_tracks(s: Session, minutes: list[Minute]) -> set[str]:
+    """Record numbers of the session's minutes whose track fingerprint an earlier minute (any terminal) has."""
+    found: list[TrackMinute] = []
+    for chunk in _chunks(m.track_hash for m in minutes if m.track_hash is not None):
+        rows = s.execute(select(Minute.record_no, Minute.start, Minute.track_hash).where(Minute.track_hash.in_(chunk)))
+        found += [TrackMinute(no, start, h) for no, start, h in rows if h is not None]
+    return replayed(found) & {m.record_no for m in minutes}
+
+
+def _sessions_sharing_tracks(s: Session, session_ids: Iterable[int]) -> set[int]:
+    """Sessions with a minute whose track fingerprint a minute of ``session_ids`` has (copies and originals)."""
+    ids = sorted(set(session_ids))
+    hashes: set[str] = set()
+    for i in range(0, len(ids), IN_CHUNK):
+        hashes.update(s.scalars(select(Minute.track_hash).distinct().where(
+            Minute.session_id.in_(ids[i : i + IN_CHUNK]), Minute.track_hash.is_not(None))))  # fmt: skip
+    out: set[int] = set()
+    for chunk in _chunks(hashes):
+        out.update(s.scalars(select(Minute.session_id).distinct().where(Minute.track_hash.in_(chunk))))
+    return out
 
 
 def _parts_under_review(s: Session, student_id: str) -> set[int]:

@@ -243,6 +243,8 @@ class Minute(Base):
     reasons: Mapped[list[Any]]
     judged_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), default=MINUTE_UNJUDGED)
+    #: The fingerprint of the minute's sampled positions (server.validation.track), None when it does not move.
+    track_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Alarm(Base):

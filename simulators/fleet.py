@@ -41,6 +41,12 @@ def default_start() -> datetime:
     return datetime(today.year, today.month, today.day, 8, 0, tzinfo=BEIJING).astimezone(UTC)
 
 
+def car_seed(index: int, clock: SimClock) -> int:
+    """The seed of car ``index``'s receiver noise: its own per car, the same for the same simulated start (a run is
+    reproducible), another on another day (runs of two days never repeat each other's positions)."""
+    return int(clock.start.timestamp()) * 100 + index
+
+
 def start_fleet(cars: int, clock: SimClock, camera_port: int = 0) -> tuple[CameraSimulator, list[SimCar]]:
     names = [f"car{i + 1}" for i in range(cars)]
     cameras = CameraSimulator(names, port=camera_port).start()
@@ -50,7 +56,7 @@ def start_fleet(cars: int, clock: SimClock, camera_port: int = 0) -> tuple[Camer
         # point of its loop so the fleet is spread out.
         route, profile = (ROAD_LOOP, ROAD_SPEEDS) if i % 3 == 2 else (TRAINING_GROUND, TRAINING_SPEEDS)
         driver = RouteDriver(route, profile)
-        gps = GpsPty(driver, clock).start()
+        gps = GpsPty(driver, clock, seed=car_seed(i, clock)).start()
         elm = Elm327Emulator(driver_signals(driver, clock)).start()
         fleet.append(SimCar(name, gps, elm, route.name))
     return cameras, fleet

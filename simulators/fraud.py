@@ -12,7 +12,13 @@ Ed25519, chained), so the server sees nothing that tells a simulated fraud from 
 ``overlapping_coach``      one coach signed in on two cars at the same time
 ``clock_set_back``         the terminal clock set back one hour so that evening training looks inside the window
 ``backdated_backfill``     after a morning session, a session dated the previous evening (across midnight) is added
+``emulator_track``         a "running horse" box replays a real session's recorded track, an hour later on the same
+                           terminal and the next day on another car, while the car idles (OBD: 800 rpm, 0 km/h)
 =========================  ==================================================================================
+
+Every position a terminal records carries receiver noise (Gaussian, :data:`RECEIVER_NOISE_M`, drawn from the terminal
+and the time), as a real receiver's do: two honest drives never repeat positions to the micro-degree, only a replay
+does.
 
 simulators import no agent or server code (import-linter); the server's rules are what the tests check against.
 """
@@ -20,6 +26,7 @@ simulators import no agent or server code (import-linter); the server's rules ar
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +50,8 @@ LOOP_RADIUS_M = 100.0
 M_PER_DEG_LAT = 111_195.0
 #: 08:00 Beijing time on the first scenario day.
 DAY0 = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
+#: Standard deviation (metres, north and east) of a receiver's position noise.
+RECEIVER_NOISE_M = 1.2
 #: Minutes of a session and the face re-check schedule (one in each 15-minute window).
 SESSION_MINUTES = 40
 RECHECK_AT = (10, 25)
@@ -138,6 +147,24 @@ class SessionPlan:
     distance_m: int | None = None  # per minute; None: what the track covers
     fix_override: dict[int, tuple[float, float]] = field(default_factory=dict)  # minute → forged fix30 (lat, lon)
     session_id: str = ""
+    noise_m: float = RECEIVER_NOISE_M  # receiver noise added to the track (0: the track as it is, e.g. a replay)
+    vehicle_speed: int | None = None  # what OBD says, 0.1 km/h (None: the track's speed)
+
+
+def observed(plan: SessionPlan, minute: int, second: int) -> tuple[float, float, int]:
+    """Where the plan's receiver puts the car: the track plus noise drawn from the terminal and the time."""
+    lat, lon, speed = plan.track(minute, second)
+    if plan.noise_m > 0:
+        rng = random.Random(f"{plan.terminal.id}|{format_time(plan.start + timedelta(minutes=minute, seconds=second))}")
+        lat += rng.gauss(0, plan.noise_m) / M_PER_DEG_LAT
+        lon += rng.gauss(0, plan.noise_m) / (M_PER_DEG_LAT * math.cos(math.radians(lat)))
+    return lat, lon, speed
+
+
+def replayed_track(original: SessionPlan) -> Track:
+    """What a "running horse" box feeds the terminal: the positions ``original``'s receiver recorded, minute by
+    minute (use with ``noise_m=0``: the box adds none)."""
+    return lambda minute, second: observed(original, minute, second)
 
 
 def record_session(plan: SessionPlan) -> tuple[list[bytes], list[str]]:
@@ -177,12 +204,12 @@ def _face(who: str, role: str, session: str | None, trigger: str) -> dict[str, A
 
 
 def _minute(plan: SessionPlan, i: int, start: datetime, session: str, face_seq: int) -> tuple[bytes, str]:
-    lat, lon, speed = plan.track(i, 30)
+    lat, lon, speed = observed(plan, i, 30)
     if i in plan.fix_override:
         lat, lon = plan.fix_override[i]
     samples = []
     for second in range(0, 60, 10):
-        s_lat, s_lon, s_speed = plan.track(i, second)
+        s_lat, s_lon, s_speed = observed(plan, i, second)
         samples.append([second, round(s_lat * 1e6), round(s_lon * 1e6), s_speed])
     distance = plan.distance_m if plan.distance_m is not None else round(speed * 60 / 36)
     number = plan.terminal.record_no(start)
@@ -198,7 +225,8 @@ def _minute(plan: SessionPlan, i: int, start: datetime, session: str, face_seq: 
         "fix30": {"lat": round(lat * 1e6), "lon": round(lon * 1e6), "mode": 3, "sats": 10, "hdop": 8, "speed": speed,
                   "course": 90, "t": format_time(start + timedelta(seconds=30) + plan.gnss_offset)},
         "fixes": samples,
-        "vehicle": {"rpm": plan.rpm, "speed": speed, "ignition": True},
+        "vehicle": {"rpm": plan.rpm, "speed": speed if plan.vehicle_speed is None else plan.vehicle_speed,
+                    "ignition": True},
         "face": {"result": "pass", "seq": face_seq},
         "gnss": {"jumps": 0, "clock_offset_ms": 0},
     }  # fmt: skip
@@ -315,6 +343,21 @@ def backdated_backfill() -> Scenario:
     return b.scenario
 
 
+def emulator_track() -> Scenario:
+    """Day 0, 08:00: a real session. 09:00 on the same car, and day 1 08:00 on another car of the school: the car
+    stands idling in the yard (OBD: 800 rpm, 0 km/h) while a "running horse" box feeds the terminal the positions
+    recorded at 08:00, so distance and GNSS speed look driven. The real session stays valid; the copies are caught."""
+    b = _Builder("emulator_track", "replayed_track", 800)
+    t1 = b.terminal(_morning() - timedelta(minutes=5))
+    t2 = b.terminal(_morning(day=1) - timedelta(minutes=5))
+    real = SessionPlan(t1, b.new("P"), b.new("C"), _morning(), track=loop_track(1.0))
+    b.session(real)
+    for t, start in ((t1, _morning(hour=9)), (t2, _morning(day=1))):
+        b.session(SessionPlan(t, b.new("P"), b.new("C"), start, track=replayed_track(real), noise_m=0, rpm=800,
+                              vehicle_speed=0), suspect=True)  # fmt: skip
+    return b.scenario
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "teleport": teleport,
     "parked": parked,
@@ -322,4 +365,5 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "overlapping_coach": overlapping_coach,
     "clock_set_back": clock_set_back,
     "backdated_backfill": backdated_backfill,
+    "emulator_track": emulator_track,
 }

@@ -5,6 +5,9 @@
   ``ROAD_LOOP`` a ~4.5 km road loop nearby.
 - ``RouteDriver``: position, speed and course at any simulated second, in closed form (deterministic, no state):
   drive cycles of accelerate - cruise - brake - stop, cruise speed taken in turn from ``SpeedProfile``.
+- ``ReceiverNoise``: the receiver's position error, ~1.2 m and wandering slowly (seeded: reproducible per car), so
+  that two cars on one route, or one car's laps, never repeat positions to the micro-degree (the server takes an
+  exact repeat for a replayed track: ``server.validation.track``).
 - ``GpsPty``: a pseudo-terminal whose slave path a ``SerialGpsReader`` opens like a real receiver; a thread
   writes RMC+GGA+GSA for each epoch (1-10 Hz) of a ``SimClock`` (its factor is the time acceleration), in order,
   without gaps or duplicates, with the talker asked for (``GN``, ``BD``, ``GP``...).
@@ -215,6 +218,48 @@ class RouteDriver:
         )
 
 
+#: Receiver position error: standard deviation per axis (metres) and correlation time (seconds). Open-sky consumer
+#: receivers are off by ~1-1.5 m (1 sigma), and the error drifts with the satellites, the atmosphere and multipath
+#: rather than jumping each epoch.
+NOISE_SIGMA_M, NOISE_TAU_S = 1.2, 60.0
+
+
+class ReceiverNoise:
+    """A receiver's position error: a first-order Gauss-Markov process per axis (north, east), seeded.
+
+    Epochs must come in order (``apply`` moves the error on by the time since the previous call). The error moves
+    a few centimetres between epochs at 1 Hz, so it neither adds distance to the odometer nor looks like a jump.
+    ``sigma_m=0`` gives the route exactly.
+    """
+
+    def __init__(self, seed: int | str = 0, sigma_m: float = NOISE_SIGMA_M, tau_s: float = NOISE_TAU_S) -> None:
+        if sigma_m < 0 or tau_s <= 0:
+            raise ValueError("ReceiverNoise needs sigma_m >= 0 and tau_s > 0")
+        self.sigma_m, self.tau_s = sigma_m, tau_s
+        self._rng = random.Random(f"receiver-noise:{seed}")
+        self._north, self._east = self._rng.gauss(0, sigma_m), self._rng.gauss(0, sigma_m)
+        self._last: datetime | None = None
+
+    def offset_m(self, when: datetime) -> tuple[float, float]:
+        """(north, east) error in metres at ``when`` (not earlier than the previous call's)."""
+        if self._last is not None and when > self._last:
+            a = math.exp(-(when - self._last).total_seconds() / self.tau_s)
+            k = self.sigma_m * math.sqrt(1 - a * a)
+            self._north = a * self._north + k * self._rng.gauss(0, 1)
+            self._east = a * self._east + k * self._rng.gauss(0, 1)
+        self._last = when if self._last is None else max(self._last, when)
+        return self._north, self._east
+
+    def apply(self, fix: GpsFix) -> GpsFix:
+        """``fix`` (time, lat and lon set) moved by the error at its time."""
+        if self.sigma_m == 0 or fix.time is None or fix.lat is None or fix.lon is None:
+            return fix
+        north, east = self.offset_m(fix.time)
+        lat = fix.lat + north / M_PER_DEG_LAT
+        lon = fix.lon + east / (M_PER_DEG_LAT * math.cos(math.radians(fix.lat)))
+        return replace(fix, lat=lat, lon=lon)
+
+
 class GpsFault(StrEnum):
     NO_FIX = "no_fix"
     COLD_START = "cold_start"
@@ -248,8 +293,9 @@ class GpsPty(PtyDevice):
     """A pty that behaves like a GPS receiver on a serial port, driven by ``clock``.
 
     The thread walks simulated seconds one by one from the first whole second after ``start()``: each
-    gets RMC+GGA+GSA from ``driver.fix_at`` (drive time counted from ``clock.start``); it sleeps until the clock
-    reaches the next second, and writes all seconds that are due in one batch (at factor 60: ~60 a real second).
+    gets RMC+GGA+GSA from ``driver.fix_at`` (drive time counted from ``clock.start``) moved by the receiver's
+    noise (:class:`ReceiverNoise` seeded with ``seed``: give each car its own); it sleeps until the clock reaches the
+    next second, and writes all seconds that are due in one batch (at factor 60: ~60 a real second).
 
     Writes are non-blocking. Bytes the pty would not take wait in a buffer of at most ``MAX_PENDING_BYTES``;
     an epoch that does not fit is dropped whole (never half a sentence) and counted in ``stats.epochs_dropped``.
@@ -267,6 +313,7 @@ class GpsPty(PtyDevice):
         rate_hz: float = 1.0,
         link: Path | None = None,
         seed: int = 0,
+        noise_m: float = NOISE_SIGMA_M,
     ) -> None:
         if not 1.0 <= rate_hz <= 10.0:
             raise ValueError("receivers send 1 to 10 epochs a second")
@@ -278,6 +325,7 @@ class GpsPty(PtyDevice):
         self.fault: GpsFault | None = None
         self.stats = GpsPtyStats()
         self._rng = random.Random(seed)
+        self.noise = ReceiverNoise(seed, noise_m)
         self._parked: GpsFix | None = None
         self._plug = threading.Lock()
         super().__init__()
@@ -319,9 +367,13 @@ class GpsPty(PtyDevice):
 
     # --- epochs ---
 
+    def fix_for(self, when: datetime) -> GpsFix:
+        """The receiver's fix for epoch ``when`` without faults: the driver's position plus the receiver's noise
+        (epochs in order: the noise moves on)."""
+        return self.noise.apply(self.driver.fix_at((when - self.clock.start).total_seconds(), when))
+
     def _epoch_bytes(self, when: datetime) -> bytes:
-        t = (when - self.clock.start).total_seconds()
-        fix = self.driver.fix_at(t, when)
+        fix = self.fix_for(when)
         fault = self.fault
         if fault is not GpsFault.PARKED_DRIFT:
             self._parked = None

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     TIME_BACKWARDS = "time_backwards"
     STUDENT_OVERLAP = "student_overlap"
     COACH_OVERLAP = "coach_overlap"
+    REPLAYED_TRACK = "replayed_track"
     # manual review
     MANUAL_FAILED = "manual_failed"
     # the exam side
@@ -54,6 +55,7 @@ REVIEW_REASONS: frozenset[str] = frozenset(
         Reason.COACH_OVERLAP,
         Reason.FOREIGN_SCHOOL,
         Reason.EXAM_REJECTED,
+        Reason.REPLAYED_TRACK,
     }
 )
 
@@ -145,6 +147,11 @@ REASONS: dict[str, tuple[str, str]] = {
     Reason.COACH_OVERLAP: (
         "The same coach taught in the same minute on another terminal",
         "同一教练员同一时间在另一计时终端带教",
+    ),
+    Reason.REPLAYED_TRACK: (
+        "The minute's track repeats position for position the track of an earlier minute (an emulator replaying a "
+        "recorded drive)",
+        "本分钟轨迹与更早的一分钟逐点完全相同（模拟器回放录制的轨迹）",
     ),
     Reason.MANUAL_FAILED: ("An operator failed this minute in review", "人工审核不通过"),
     Reason.EXAM_REJECTED: (

@@ -122,7 +122,7 @@ def test_each_trick_is_caught_with_its_reason(tmp_path: Path, scenario: Scenario
 
 
 @pytest.mark.parametrize("name", ["teleport", "overlapping_student", "overlapping_coach", "clock_set_back",
-                                  "backdated_backfill"])  # fmt: skip
+                                  "backdated_backfill", "emulator_track"])  # fmt: skip
 def test_suspected_fraud_waits_in_the_review_queue(tmp_path: Path, name: str) -> None:
     scenario = SCENARIOS[name]()
     sf = run(tmp_path, scenario)
@@ -134,6 +134,21 @@ def test_suspected_fraud_waits_in_the_review_queue(tmp_path: Path, name: str) ->
         assert scenario.suspects <= queued
 
 
+def test_a_replayed_track_leaves_the_original_valid(tmp_path: Path) -> None:
+    """Only the copies are caught: the real session whose track the box replays stays valid, out of review."""
+    scenario = SCENARIOS["emulator_track"]()
+    sf = run(tmp_path, scenario)
+    got = verdicts(sf)
+    originals = {no: reasons for no, reasons in got.items() if no not in scenario.suspects}
+    assert len(originals) == 40 and len(scenario.suspects) == 80
+    assert all(valid and reasons == () for valid, reasons in originals.values()), originals
+    with sf() as s:
+        hashes = {m.record_no: m.track_hash for m in s.scalars(select(Minute))}
+        queued = {no for i in s.scalars(select(ReviewItem)) for no in i.records}
+    assert all(hashes.values()) and len(set(hashes.values())) == 40  # each original minute copied twice
+    assert queued == scenario.suspects
+
+
 def test_the_clean_fleet_raises_no_false_alarm(tmp_path: Path) -> None:
     scenario = clean_fleet()
     sf = run(tmp_path, scenario)
@@ -143,6 +158,8 @@ def test_the_clean_fleet_raises_no_false_alarm(tmp_path: Path) -> None:
     assert len(got) == 4 * 2 * 40
     with sf() as s:
         assert list(s.scalars(select(ReviewItem))) == []
+        hashes = [m.track_hash for m in s.scalars(select(Minute))]
+        assert all(hashes) and len(set(hashes)) == len(hashes)  # every minute moves, no two tracks alike
         sessions = list(s.scalars(select(TrainingSession)))
         assert len(sessions) == 8 and all(ts.reasons == [] and ts.valid_minutes == 40 for ts in sessions)
 

@@ -1,20 +1,27 @@
-"""Routes and the route driver of the GPS simulator: geometry, speeds, stops, continuity."""
+"""Routes and the route driver of the GPS simulator: geometry, speeds, stops, continuity; the receiver's noise."""
 
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agent.odometry import Odometer
+from firmware_protocols.nmea import GpsFix
 from simulators.gps import (
+    NOISE_SIGMA_M,
     ROAD_LOOP,
     ROAD_SPEEDS,
     TRAINING_GROUND,
     TRAINING_SPEEDS,
+    ReceiverNoise,
     Route,
     RouteDriver,
     SpeedProfile,
 )
+
+T0 = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 
 
 def metres(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -72,7 +79,51 @@ def test_deterministic_and_fix_is_valid() -> None:
     a = RouteDriver(ROAD_LOOP, ROAD_SPEEDS)
     b = RouteDriver(ROAD_LOOP, ROAD_SPEEDS)
     assert a.state_at(12345.5) == b.state_at(12345.5)
-    from datetime import UTC, datetime
-
     fix = a.fix_at(100, datetime(2024, 5, 1, tzinfo=UTC))
     assert fix.valid and fix.mode == 3 and fix.speed_mps == a.state_at(100).speed_mps
+
+
+# -- receiver noise ------------------------------------------------------------------------------------------
+
+
+def noisy_fixes(seed: int, seconds: int, sigma_m: float = NOISE_SIGMA_M) -> list[GpsFix]:
+    driver, noise = RouteDriver(TRAINING_GROUND, TRAINING_SPEEDS), ReceiverNoise(seed, sigma_m)
+    return [noise.apply(driver.fix_at(t, T0 + timedelta(seconds=t))) for t in range(seconds)]
+
+
+def test_receiver_noise_is_a_metre_or_so_and_wanders_slowly() -> None:
+    noise = ReceiverNoise(3)
+    offsets = [noise.offset_m(T0 + timedelta(seconds=t)) for t in range(40_000)]
+    for axis in (0, 1):
+        values = [o[axis] for o in offsets]
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        assert 0.8 * NOISE_SIGMA_M < sd < 1.25 * NOISE_SIGMA_M
+    steps = sorted(math.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(offsets, offsets[1:], strict=False))
+    assert steps[int(0.99 * len(steps))] < 0.8, "consecutive epochs move centimetres, not metres"
+
+
+def test_receiver_noise_is_seeded_per_car_and_reproducible() -> None:
+    a, again, b = noisy_fixes(1, 600), noisy_fixes(1, 600), noisy_fixes(2, 600)
+    assert [(f.lat, f.lon) for f in a] == [(f.lat, f.lon) for f in again]
+    exact = noisy_fixes(1, 600, sigma_m=0.0)
+    assert exact == [RouteDriver(TRAINING_GROUND, TRAINING_SPEEDS).fix_at(t, T0 + timedelta(seconds=t))
+                     for t in range(600)]  # fmt: skip
+    same = sum((round(x.lat * 1e6), round(x.lon * 1e6)) == (round(y.lat * 1e6), round(y.lon * 1e6))  # type: ignore[operator]
+               for x, y in zip(a, b, strict=True))  # fmt: skip
+    assert same <= 6, "two cars' errors cross now and then, never for long"
+    for x, e in zip(a, exact, strict=True):
+        assert metres((x.lat, x.lon), (e.lat, e.lon)) < 6 * NOISE_SIGMA_M  # type: ignore[arg-type]
+        assert (x.speed_mps, x.time) == (e.speed_mps, e.time)
+
+
+def test_receiver_noise_adds_no_distance_to_the_odometer() -> None:
+    def driven(fixes: list[GpsFix]) -> float:
+        odo = Odometer()
+        for f in fixes:
+            odo.feed(f)
+        assert odo.jumps == 0
+        return odo.total_m
+
+    exact, noisy = driven(noisy_fixes(5, 3600, sigma_m=0.0)), driven(noisy_fixes(5, 3600))
+    assert exact > 1000 and abs(noisy - exact) < 0.02 * exact

@@ -6,7 +6,7 @@ bug, a hand-typed fix, a compromised API) fail loudly instead of rewriting histo
 still edit; the hash chain is what shows it then.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-27 18:00:00
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
