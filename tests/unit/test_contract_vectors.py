@@ -56,8 +56,10 @@ def test_minute_with_the_optional_vin_chains_on_and_verifies() -> None:
     assert m.body["vehicle"]["vin"] == "LSVAU218XN2183294"
     # the field is optional: the minute of ``records`` has none, and null says the same
     assert "vin" not in parse_record(VECTORS["records"][3]["compact"]).body["vehicle"]
-    payload = {**rec["payload"], "body": {**rec["payload"]["body"], "vehicle": {"rpm": 1, "speed": 0,
-                                                                                 "ignition": True, "vin": None}}}
+    payload = {
+        **rec["payload"],
+        "body": {**rec["payload"]["body"], "vehicle": {"rpm": 1, "speed": 0, "ignition": True, "vin": None}},
+    }
     assert parse_record(envelope.sign(payload, KEY, "jiapei.record.v1")).body["vehicle"]["vin"] is None
 
 
