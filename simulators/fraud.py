@@ -138,6 +138,7 @@ class SessionPlan:
     distance_m: int | None = None  # per minute; None: what the track covers
     fix_override: dict[int, tuple[float, float]] = field(default_factory=dict)  # minute → forged fix30 (lat, lon)
     session_id: str = ""
+    vin: str | None = None  # the car's VIN in ``vehicle.vin`` (None: the field is left out, as before)
 
 
 def record_session(plan: SessionPlan) -> tuple[list[bytes], list[str]]:
@@ -198,7 +199,7 @@ def _minute(plan: SessionPlan, i: int, start: datetime, session: str, face_seq: 
         "fix30": {"lat": round(lat * 1e6), "lon": round(lon * 1e6), "mode": 3, "sats": 10, "hdop": 8, "speed": speed,
                   "course": 90, "t": format_time(start + timedelta(seconds=30) + plan.gnss_offset)},
         "fixes": samples,
-        "vehicle": {"rpm": plan.rpm, "speed": speed, "ignition": True},
+        "vehicle": {"rpm": plan.rpm, "speed": speed, "ignition": True, **({"vin": plan.vin} if plan.vin else {})},
         "face": {"result": "pass", "seq": face_seq},
         "gnss": {"jumps": 0, "clock_offset_ms": 0},
     }  # fmt: skip
