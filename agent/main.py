@@ -175,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     runtime.attach_gps(gps)  # its link state and counters show on the coach screen
     vehicle = None
     if has_vehicle:
-        vehicle = Elm327Vehicle(args.vehicle, on_signals=lambda s: runtime.on_vehicle(s.ignition, s.rpm, s.speed_kmh))
+        vehicle = Elm327Vehicle(
+            args.vehicle, on_signals=lambda s: runtime.on_vehicle(s.ignition, s.rpm, s.speed_kmh, s.vin)
+        )
     runtime.start()
     sync.start()
     gps.start()

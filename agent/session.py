@@ -56,6 +56,7 @@ class VehicleSample:
     ignition: bool
     rpm: int
     speed_kmh: float
+    vin: str | None = None  # the car's VIN as read over OBD-II (well-formed), None when unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class _Minute:
     max_rpm: int | None = None
     max_vehicle_speed: float | None = None
     ignition: bool | None = None
+    vin: str | None = None
 
 
 def _e6(x: float) -> int:
@@ -247,6 +249,7 @@ class TrainingSession:
         m.max_rpm = max(m.max_rpm or 0, sample.rpm)
         m.max_vehicle_speed = max(m.max_vehicle_speed or 0.0, sample.speed_kmh)
         m.ignition = bool(m.ignition) or sample.ignition
+        m.vin = sample.vin or m.vin
 
     def on_fix(self, fix: GpsFix) -> list[Action]:
         if self.state is not State.TRAINING or not _usable(fix):
@@ -320,6 +323,8 @@ class TrainingSession:
                 "speed": round((m.max_vehicle_speed or 0.0) * 10),
                 "ignition": bool(m.ignition),
             }
+            if m.vin is not None:  # optional (contract): absent when the car gives no VIN
+                vehicle["vin"] = m.vin
         body = {
             "student": self.student,
             "coach": self.coach,

@@ -1,4 +1,5 @@
-"""National identifiers: 16-character numbers, the 26-character minute record number, the 10-digit course code."""
+"""National identifiers: 16-character numbers, the 26-character minute record number, the 10-digit course code, and
+the car's own identity, its 17-character VIN (ISO 3779)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 _NATIONAL_ID = re.compile(r"^[0-9A-Z]{16}$")
 _RECORD_NO = re.compile(r"^([0-9A-Z]{16})(\d{6})(\d{4})$")
 _COURSE = re.compile(r"^([1-4])(\d{2})([1-4])(\d{2})0000$")
+#: ISO 3779 / GB 16735: 17 characters, digits and capital letters without I, O and Q (read as 1 and 0).
+_VIN = re.compile(r"[0-9A-HJ-NPR-Z]{17}")  # with fullmatch: "$" would let a final newline through
 
 #: Licence class → the two-digit class code of the course code.
 CLASS_CODES: dict[str, str] = {
@@ -28,6 +31,18 @@ MAX_DAILY_SEQUENCE = 9999
 def check_national_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not _NATIONAL_ID.match(value):
         raise MalformedMessage(f"{what} must be 16 characters 0-9A-Z, got {value!r}", f"bad_{what}")
+    return value
+
+
+def is_vin(value: object) -> bool:
+    """A well-formed vehicle identification number: 17 characters ``0-9A-Z`` without I, O, Q. The check digit
+    (position 9) is not checked: mandatory in China and North America only, imported cars may lack it."""
+    return isinstance(value, str) and _VIN.fullmatch(value) is not None
+
+
+def check_vin(value: object) -> str:
+    if not isinstance(value, str) or not is_vin(value):
+        raise MalformedMessage(f"VIN must be 17 characters 0-9A-Z without I, O, Q, got {value!r}", "bad_vin")
     return value
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 
 from firmware_protocols import envelope
 from firmware_protocols.errors import MalformedMessage, UnsupportedVersion
-from firmware_protocols.identifiers import CourseCode, RecordNumber, check_national_id
+from firmware_protocols.identifiers import CourseCode, RecordNumber, check_national_id, check_vin
 
 CONTRACT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -201,6 +201,8 @@ def _check_minute(terminal: str, body: dict[str, Any]) -> None:
     vehicle = body["vehicle"]
     if vehicle is not None and not isinstance(vehicle, dict):
         raise MalformedMessage("vehicle must be an object or null (no vehicle signal)", "bad_body")
+    if vehicle is not None and vehicle.get("vin") is not None:
+        check_vin(vehicle["vin"])  # optional: absent or null when the car reports no VIN
 
 
 def _is_int(x: object) -> TypeGuard[int]:

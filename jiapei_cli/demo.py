@@ -205,7 +205,8 @@ class Demo:
         terminal = f"37100000000000{i + 1:02d}"
         data = self.dir / car["name"]
         with self.admin() as api:  # the office: a one-time token for this car
-            body = {"terminal": terminal, "car_plate": f"鲁L{i + 1:04d}学", "school": SCHOOL[0], "ttl_minutes": 30}
+            body = {"terminal": terminal, "car_plate": f"鲁L{i + 1:04d}学", "school": SCHOOL[0], "ttl_minutes": 30,
+                    "vin": car.get("vin")}  # the car's papers name its VIN: the terminal is bound to it from the start
             token = _ok(api.post("/enrolments", json=body)).json()["token"]
         # The car: keys made on the terminal, never leaving it; the token by environment, not on a command line.
         enrolment = subprocess.run(

@@ -103,7 +103,7 @@ Admin = Regulator
 def terminal_public(t: Terminal) -> TerminalPublic:
     return TerminalPublic(id=t.id, car_plate=t.car_plate, school=t.school_id, key_id=t.key_id, status=t.status,
                           registered_at=t.registered_at, last_seen_at=t.last_seen_at, revoked_at=t.revoked_at,
-                          revoke_reason=t.revoke_reason)  # fmt: skip
+                          revoke_reason=t.revoke_reason, vin=t.vin)  # fmt: skip
 
 
 def reasons_public(codes: list[str]) -> list[ReasonPublic]:

@@ -27,6 +27,7 @@ class TerminalPublic(BaseModel):
     last_seen_at: datetime | None
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
+    vin: str | None = None  # the car the terminal is bound to (server.car_binding)
 
 
 class PersonBase(BaseModel):

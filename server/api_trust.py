@@ -3,6 +3,7 @@
 ``POST /api/enrolments`` (regulator, or a school admin for its own school's cars) issues a one-time token for one
 car; ``POST /api/provision`` is what a terminal calls with it (no bearer: the token and the request's signature are
 its credentials; failures are rate-limited per address); ``POST /api/terminals/{id}/revoke`` (regulator) revokes;
+``POST /api/terminals/{id}/vin`` (regulator) corrects the VIN of the car a terminal is bound to (car_binding);
 ``GET /api/terminals/{id}/audit`` (regulator, the terminal's school admin) re-verifies every stored record of a
 terminal against the key history.
 """
@@ -16,12 +17,15 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from server.api_deps import check_id, own_school_only, visible_terminal
 from server.audit import audit_terminal
-from server.auth import Staff
+from server.auth import Regulator, Staff
 from server.broker import BrokerControl
+from server.car_binding import correct_vin
 from server.clock import utcnow
+from server.models import TrainingSession
 from server.pki import CertificateAuthority
 from server.provisioning import (
     ProvisioningRefused,
@@ -35,6 +39,8 @@ from webguard import RateLimiter
 
 log = logging.getLogger(__name__)
 
+#: ISO 3779: 17 characters, capital letters and digits without I, O, Q (``firmware_protocols.identifiers.is_vin``).
+VIN_PATTERN = r"^[0-9A-HJ-NPR-Z]{17}$"
 #: Refused enrolment attempts per address (10 per 5 minutes) before it must wait: token guessing is slow.
 PROVISION_FAILURE_LIMIT = (10, 300.0)
 
@@ -54,6 +60,20 @@ class EnrolmentCreate(BaseModel):
     car_plate: str = Field(min_length=1, max_length=32)
     school: str = Field(min_length=1, max_length=16)
     ttl_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    #: the car's VIN from its papers: binds the terminal to this car from the start (else bound on first sight)
+    vin: str | None = Field(default=None, pattern=VIN_PATTERN)
+
+
+class VinCorrection(BaseModel):
+    vin: str = Field(pattern=VIN_PATTERN)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class VinCorrected(BaseModel):
+    terminal: str
+    vin: str
+    old_vin: str | None
+    sessions_judged: int
 
 
 class EnrolmentIssued(BaseModel):
@@ -113,7 +133,7 @@ def register(admin_dependency: Any) -> APIRouter:
         with request.app.state.session_factory() as s, s.begin():
             try:
                 token, row = issue_token(s, terminal=body.terminal, car_plate=body.car_plate, school=body.school,
-                                         ttl=timedelta(minutes=body.ttl_minutes), now=now)  # fmt: skip
+                                         ttl=timedelta(minutes=body.ttl_minutes), now=now, vin=body.vin)  # fmt: skip
             except ProvisioningRefused as exc:
                 raise HTTPException(exc.status, {"reason": exc.reason, "message": str(exc)}) from exc
             except ValueError as exc:
@@ -170,6 +190,23 @@ def register(admin_dependency: Any) -> APIRouter:
         reloaded, kicked = sync_broker(request.app.state.session_factory, request.app.state.trust, kick=terminal_id)
         return RevokeAnswer(terminal=terminal_id, status=status, revoked_at=revoked_at, broker_reloaded=reloaded,
                             connection_closed=kicked)  # fmt: skip
+
+    @router.post("/terminals/{terminal_id}/vin", tags=["terminals"])
+    def correct_terminal_vin(terminal_id: str, body: VinCorrection, request: Request, p: Regulator) -> VinCorrected:
+        """Correct the car a terminal is bound to (a first-sight binding found wrong); every session of the terminal
+        is judged again. Not for moving a box to another car: that is a new registration."""
+        from server.ledger import Ledger  # as server.api.decide does
+
+        with request.app.state.session_factory() as s, s.begin():
+            try:
+                old = correct_vin(s, terminal_id, body.vin, body.reason.strip(), p.name[:64], utcnow())
+            except LookupError as exc:
+                raise HTTPException(404, {"reason": "unknown_terminal", "message": str(exc)}) from exc
+            sessions = set(s.scalars(select(TrainingSession.id).where(TrainingSession.terminal_id == terminal_id)))
+        # COMMIT returned: the new binding holds; now the verdicts follow it.
+        ledger = Ledger(request.app.state.session_factory, request.app.state.policy, utcnow)
+        ledger.recompute_students(ledger.rejudge_sessions(sessions))
+        return VinCorrected(terminal=terminal_id, vin=body.vin, old_vin=old, sessions_judged=len(sessions))
 
     @router.get("/terminals/{terminal_id}/audit", tags=["terminals"])
     def audit(terminal_id: str, request: Request, p: Staff) -> dict[str, Any]:

@@ -636,6 +636,7 @@ def minute_facts_json(rec: Record) -> dict[str, Any]:
         "fix30": body["fix30"],
         "rpm": rpm if isinstance(rpm, int) and not isinstance(rpm, bool) else None,
         "face_result": face.get("result") if isinstance(face, dict) else None,
+        **({"vin": vehicle["vin"]} if isinstance(vehicle, dict) and isinstance(vehicle.get("vin"), str) else {}),
     }
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from firmware_protocols.errors import MalformedMessage
 from firmware_protocols.identifiers import CourseCode
 from firmware_protocols.records import RecordKind, parse_time
+from server.car_binding import bind_on_first_sight, minute_vin
 from server.clock import Clock
 from server.db import SessionFactory
 from server.hours import apply_daily_cap, progress
@@ -94,6 +95,7 @@ def facts_of(m: Minute, session: str, **context: Any) -> MinuteFacts:
         rpm=_int_or_none(f.get("rpm")),
         face_result=f.get("face_result"),
         fix30_time=fix30_time,
+        vin=f["vin"] if isinstance(f.get("vin"), str) else None,
         **context,
     )
 
@@ -180,6 +182,7 @@ class Ledger:
     def _rejudge(self, s: Session, ts: TrainingSession, people: _People, now: datetime) -> set[str]:
         minutes = list(s.scalars(select(Minute).where(Minute.session_id == ts.id)))
         school = people.terminal_school(ts.terminal_id)
+        bound_vin = people.terminal_vin(ts.terminal_id, minutes, now)
         arrivals = _arrivals(s, minutes)
         facts = []
         for m in minutes:
@@ -187,7 +190,7 @@ class Ledger:
             facts.append(facts_of(m, ts.session, received_at=arrivals.get((m.chain, m.seq)), school=school,
                                   student_school=people.student_school(m.student_id),
                                   coach_school=coach[0] if coach else None,
-                                  coach_classes=coach[1] if coach else ()))  # fmt: skip
+                                  coach_classes=coach[1] if coach else (), bound_vin=bound_vin))  # fmt: skip
         extra = _cross_reasons(s, ts, minutes)
         policy = self.policy_at(min(m.start for m in minutes)) if minutes else self.policy
         verdict = judge_session(facts, _session_facts(s, ts), policy, extra)
@@ -419,12 +422,22 @@ class _People:
         self._terminals: dict[str, str | None] = {}
         self._students: dict[str, str | None] = {}
         self._coaches: dict[str, tuple[str, tuple[str, ...]] | None] = {}
+        self._vins: dict[str, str | None] = {}
 
     def terminal_school(self, terminal: str) -> str | None:
         if terminal not in self._terminals:
             row = self._s.get(Terminal, terminal)
             self._terminals[terminal] = row.school_id if row is not None else None
         return self._terminals[terminal]
+
+    def terminal_vin(self, terminal: str, minutes: list[Minute], now: datetime) -> str | None:
+        """The VIN the terminal is bound to, looked up only when one of ``minutes`` reports a VIN (the rule needs
+        both); a terminal without one is bound here on first sight (:mod:`server.car_binding`)."""
+        if not any(minute_vin(m) for m in minutes):
+            return None
+        if self._vins.get(terminal) is None:
+            self._vins[terminal] = bind_on_first_sight(self._s, terminal, minutes, now)
+        return self._vins[terminal]
 
     def student_school(self, student: str) -> str | None:
         if student not in self._students:

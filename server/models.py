@@ -103,6 +103,7 @@ class Terminal(Base):
     last_seen_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]  # records received from this moment on are refused
     revoke_reason: Mapped[str | None] = mapped_column(Text)
+    vin: Mapped[str | None] = mapped_column(String(17))  # the car's VIN (server.car_binding); None: not bound yet
 
 
 class TerminalKey(Base):
@@ -144,6 +145,7 @@ class EnrolmentToken(Base):
     used_at: Mapped[datetime | None]
     used_key_id: Mapped[str | None] = mapped_column(String(16))
     certificate_serial: Mapped[str | None] = mapped_column(String(40))
+    vin: Mapped[str | None] = mapped_column(String(17))  # the car's VIN when the office knows it
 
 
 class Coach(Base):

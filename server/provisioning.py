@@ -2,7 +2,8 @@
 
 The flow (``deploy/README.md`` gives it step by step):
 
-1. an operator issues a one-time token for one car (:func:`issue_token`); only its SHA-256 is stored;
+1. an operator issues a one-time token for one car (:func:`issue_token`), naming the car's VIN when the office knows
+   it (the terminal is then bound to that car from the start: :mod:`server.car_binding`); only its SHA-256 is stored;
 2. the terminal, holding its own signing key and TLS key, sends an :class:`EnrolmentRequest` signed by the signing
    key, carrying the token, its public key and a CSR for ``CN=<terminal>`` (:func:`provision`);
 3. in ONE transaction the token is spent, the terminal is bound to its car and school, its key is recorded as the
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from firmware_protocols import envelope
 from firmware_protocols.errors import ProtocolError
-from firmware_protocols.identifiers import check_national_id
+from firmware_protocols.identifiers import check_national_id, is_vin
 from firmware_protocols.messages import EnrolmentRequest
 from server.models import (
     TERMINAL_ACTIVE,
@@ -72,9 +73,11 @@ def serial_hex(serial: int) -> str:
 
 
 def issue_token(s: Session, *, terminal: str, car_plate: str, school: str, ttl: timedelta,
-                now: datetime) -> tuple[str, EnrolmentToken]:  # fmt: skip
-    """A fresh one-time token for one car (shown once; only its hash is kept)."""
+                now: datetime, vin: str | None = None) -> tuple[str, EnrolmentToken]:  # fmt: skip
+    """A fresh one-time token for one car (shown once; only its hash is kept); ``vin``: the car's VIN if known."""
     check_national_id(terminal, "terminal")
+    if vin is not None and not is_vin(vin):
+        raise ProvisioningRefused("bad_vin", f"{vin!r} is not a VIN (17 characters 0-9A-Z without I, O, Q)", 422)
     if not timedelta(minutes=1) <= ttl <= MAX_TOKEN_TTL:
         raise ProvisioningRefused("bad_ttl", f"a token lives between 1 minute and {MAX_TOKEN_TTL}", 422)
     if s.get(School, school) is None:
@@ -84,7 +87,7 @@ def issue_token(s: Session, *, terminal: str, car_plate: str, school: str, ttl: 
         raise ProvisioningRefused("terminal_exists", f"terminal {terminal} is already registered", 409)
     token = secrets.token_urlsafe(24)
     row = EnrolmentToken(token_sha256=token_hash(token), terminal_id=terminal, car_plate=car_plate, school_id=school,
-                         created_at=now, expires_at=now + ttl, used_at=None)  # fmt: skip
+                         created_at=now, expires_at=now + ttl, used_at=None, vin=vin)  # fmt: skip
     s.add(row)
     return token, row
 
@@ -126,7 +129,8 @@ def provision(s: Session, ca: CertificateAuthority, raw_request: str | bytes, no
         raise ProvisioningRefused("token_used", "the enrolment token has been used", 409)
     pem = envelope.public_key_to_pem(key)
     s.add(Terminal(id=request.terminal, car_plate=row.car_plate, school_id=row.school_id, public_key=pem,
-                   key_id=key_id, status=TERMINAL_ACTIVE, registered_at=now, last_seen_at=None))  # fmt: skip
+                   key_id=key_id, status=TERMINAL_ACTIVE, registered_at=now, last_seen_at=None,
+                   vin=row.vin))  # fmt: skip
     s.flush()
     s.add(TerminalKey(terminal_id=request.terminal, key_id=key_id, public_key=pem, from_chain=1, added_at=now))
     s.add(TerminalCertificate(serial=serial, terminal_id=request.terminal, pem=issued.pem.decode(), issued_at=now,

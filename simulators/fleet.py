@@ -1,7 +1,8 @@
 """``jiapei sim fleet``: whole training cars without hardware, for the demo and end-to-end tests.
 
 Each car gets a GNSS receiver on a pseudo-terminal (NMEA from a driver on a route near Rizhao), an ELM327 OBD-II
-adapter on another pseudo-terminal (rpm and speed from the same driver) and a camera on the shared camera
+adapter on another pseudo-terminal (rpm and speed from the same driver, and the car's own VIN: ``fleet_vin(n)`` for
+car ``n``, distinct and well-formed) and a camera on the shared camera
 simulator (an HTTP snapshot URL whose scene the scenario sets). All follow one simulated clock. The process writes
 what it serves to ``--out`` (JSON) and runs until SIGTERM/SIGINT.
 """
@@ -22,7 +23,7 @@ from firmware_protocols.identifiers import BEIJING
 from simulators.camera import CameraSimulator
 from simulators.clock import SimClock
 from simulators.gps import ROAD_LOOP, ROAD_SPEEDS, TRAINING_GROUND, TRAINING_SPEEDS, GpsPty, RouteDriver
-from simulators.vehicle import Elm327Emulator, driver_signals
+from simulators.vehicle import Elm327Emulator, driver_signals, fleet_vin
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def start_fleet(cars: int, clock: SimClock, camera_port: int = 0) -> tuple[Camer
         route, profile = (ROAD_LOOP, ROAD_SPEEDS) if i % 3 == 2 else (TRAINING_GROUND, TRAINING_SPEEDS)
         driver = RouteDriver(route, profile)
         gps = GpsPty(driver, clock, seed=car_seed(i, clock)).start()
-        elm = Elm327Emulator(driver_signals(driver, clock)).start()
+        elm = Elm327Emulator(driver_signals(driver, clock), vin=fleet_vin(i + 1)).start()
         fleet.append(SimCar(name, gps, elm, route.name))
     return cameras, fleet
 
@@ -67,7 +68,7 @@ def describe(cameras: CameraSimulator, fleet: list[SimCar], clock: SimClock) -> 
         "sim_start": clock.start.isoformat(),
         "factor": clock.factor,
         "camera_url": cameras.url,
-        "cars": [{"name": c.name, "gps": c.gps.path, "vehicle": c.elm.path, "route": c.route,
+        "cars": [{"name": c.name, "gps": c.gps.path, "vehicle": c.elm.path, "vin": c.elm.vin, "route": c.route,
                   "camera": cameras.snapshot_url(c.name)} for c in fleet],
     }  # fmt: skip
 

@@ -149,6 +149,7 @@ class SessionPlan:
     session_id: str = ""
     noise_m: float = RECEIVER_NOISE_M  # receiver noise added to the track (0: the track as it is, e.g. a replay)
     vehicle_speed: int | None = None  # what OBD says, 0.1 km/h (None: the track's speed)
+    vin: str | None = None  # the car's VIN in ``vehicle.vin`` (None: the field is left out, as before)
 
 
 def observed(plan: SessionPlan, minute: int, second: int) -> tuple[float, float, int]:
@@ -226,7 +227,7 @@ def _minute(plan: SessionPlan, i: int, start: datetime, session: str, face_seq: 
                   "course": 90, "t": format_time(start + timedelta(seconds=30) + plan.gnss_offset)},
         "fixes": samples,
         "vehicle": {"rpm": plan.rpm, "speed": speed if plan.vehicle_speed is None else plan.vehicle_speed,
-                    "ignition": True},
+                    "ignition": True, **({"vin": plan.vin} if plan.vin else {})},
         "face": {"result": "pass", "seq": face_seq},
         "gnss": {"jumps": 0, "clock_offset_ms": 0},
     }  # fmt: skip

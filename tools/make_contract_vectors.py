@@ -23,6 +23,8 @@ SEED_HEX = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
 TERMINAL = "3710000000000001"
 STUDENT = "3711020000000101"
 COACH = "3711020000000201"
+#: The car's VIN in the optional ``vehicle.vin`` of a minute (a well-formed ISO 3779 VIN with a valid check digit).
+VIN = "LSVAU218XN2183294"
 
 
 def build() -> dict[str, Any]:
@@ -60,6 +62,13 @@ def build() -> dict[str, Any]:
         raw = sign_record(payload, key)
         prev = record_hash(raw)
         records.append({"payload": payload, "compact": raw.decode("ascii"), "hash": prev})
+    # The next minute of the chain from a car that reports its VIN (``vehicle.vin``, optional): kept apart from
+    # ``records`` so that the batch and ack vectors stay what they were before the field existed.
+    later = {**bodies[3][2], "record_no": f"{TERMINAL}2611270002",
+             "vehicle": {"rpm": 1700, "speed": 160, "ignition": True, "vin": VIN}}  # fmt: skip
+    payload = build_payload(RecordKind.MINUTE, TERMINAL, 1, len(records), prev, t0.replace(minute=34), later)
+    raw = sign_record(payload, key)
+    minute_with_vin = {"payload": payload, "compact": raw.decode("ascii"), "hash": record_hash(raw)}
     batch = RecordBatch(TERMINAL, "1-0-3", tuple(r["compact"].encode() for r in records))
     ack = Ack("1-0-3", tuple(AckResult(1, i, r["hash"], AckStatus.STORED) for i, r in enumerate(records)))
     lost = LostNotice(TERMINAL, 1, 4, 9, "database restored from backup without these records", t0.replace(hour=2))
@@ -71,6 +80,7 @@ def build() -> dict[str, Any]:
         "key_id": envelope.key_id(key.public_key()),
         "terminal": TERMINAL,
         "records": records,
+        "minute_with_vin": minute_with_vin,
         "batch": batch.encode().decode(),
         "ack": ack.encode().decode(),
         "resend_command": Command.resend(1, 4, None).encode().decode(),

@@ -22,6 +22,8 @@ Rules (``domain.md`` "Minute audit"; thresholds come from the :class:`~server.po
 ``backfill_too_late``  the server received the minute more than ``policy.backfill_window_hours`` after it
 ``coach_not_licensed`` the coach is not registered (``coach_classes == ()``) or not licensed for the course's class
 ``foreign_school``     the student's or the coach's school is not the terminal's school
+``foreign_car``        the car reported a VIN (``vehicle.vin``) and it is not the VIN the terminal is bound to
+                       (``vin is None``: the car gives none; ``bound_vin is None``: not bound; either way not applied)
 =====================  ====================================================================================
 
 Facts that are ``None`` (unknown: no school, no arrival time, no ``fix30.t``, coach not looked up) leave their rule
@@ -92,6 +94,8 @@ class MinuteFacts:
     student_school: str | None = None
     coach_school: str | None = None
     coach_classes: tuple[str, ...] | None = None  # licence classes the coach may teach; () = coach not registered
+    vin: str | None = None  # the VIN the car reported in this minute (None: the car gives none)
+    bound_vin: str | None = None  # the VIN of the car the terminal is bound to (None: not bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,8 @@ def _own_reasons(m: MinuteFacts, policy: Policy) -> Iterable[Reason]:
     yield from _time_reasons(m, policy)
     if m.school is not None and any(x is not None and x != m.school for x in (m.student_school, m.coach_school)):
         yield Reason.FOREIGN_SCHOOL
+    if m.vin is not None and m.bound_vin is not None and m.vin != m.bound_vin:
+        yield Reason.FOREIGN_CAR
 
 
 def _time_reasons(m: MinuteFacts, policy: Policy) -> Iterable[Reason]:

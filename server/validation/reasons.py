@@ -23,6 +23,7 @@ class Reason(StrEnum):
     BACKFILL_TOO_LATE = "backfill_too_late"
     COACH_NOT_LICENSED = "coach_not_licensed"
     FOREIGN_SCHOOL = "foreign_school"
+    FOREIGN_CAR = "foreign_car"
     # minute rules that look at the session
     TELEPORT = "teleport"
     FACE_OVERDUE = "face_overdue"
@@ -56,6 +57,7 @@ REVIEW_REASONS: frozenset[str] = frozenset(
         Reason.FOREIGN_SCHOOL,
         Reason.EXAM_REJECTED,
         Reason.REPLAYED_TRACK,
+        Reason.FOREIGN_CAR,
     }
 )
 
@@ -111,6 +113,10 @@ REASONS: dict[str, tuple[str, str]] = {
     Reason.FOREIGN_SCHOOL: (
         "The student, coach or terminal belong to different schools",
         "学员、教练员与计时终端不属于同一培训机构",
+    ),
+    Reason.FOREIGN_CAR: (
+        "The car's VIN is not the VIN of the car the terminal is bound to: the terminal was moved into another car",
+        "车辆识别代号（VIN）与计时终端绑定的教练车不符：终端被移装到其他车辆",
     ),
     Reason.TELEPORT: (
         "The position jumped between consecutive minutes faster than any car drives (GPS teleport or spoofing)",

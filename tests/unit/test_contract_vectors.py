@@ -47,6 +47,32 @@ def test_minute_vector_fields() -> None:
     assert (course.mode, course.licence_class, course.part, course.item) == (1, "C1", 2, 13)
 
 
+def test_minute_with_the_optional_vin_chains_on_and_verifies() -> None:
+    rec = VECTORS["minute_with_vin"]
+    assert sign_record(rec["payload"], KEY).decode() == rec["compact"]
+    m = parse_record(rec["compact"])
+    envelope.verify(m.envelope, envelope.public_key_from_pem(VECTORS["public_key_pem"]))
+    assert (m.seq, m.prev, m.hash) == (len(VECTORS["records"]), VECTORS["records"][-1]["hash"], rec["hash"])
+    assert m.body["vehicle"]["vin"] == "LSVAU218XN2183294"
+    # the field is optional: the minute of ``records`` has none, and null says the same
+    assert "vin" not in parse_record(VECTORS["records"][3]["compact"]).body["vehicle"]
+    payload = {
+        **rec["payload"],
+        "body": {**rec["payload"]["body"], "vehicle": {"rpm": 1, "speed": 0, "ignition": True, "vin": None}},
+    }
+    assert parse_record(envelope.sign(payload, KEY, "jiapei.record.v1")).body["vehicle"]["vin"] is None
+
+
+@pytest.mark.parametrize("vin", ["LSVAU218XN218329", "LSVAU218XN21832945", "LSVAU218XN218329O", "lsvau218xn2183294",
+                                 "LSVAU218XN218329\n", 17, ""])  # fmt: skip
+def test_minutes_with_a_malformed_vin_are_refused(vin: object) -> None:
+    payload = dict(VECTORS["minute_with_vin"]["payload"])
+    payload["body"] = {**payload["body"], "vehicle": {"rpm": 1700, "speed": 160, "ignition": True, "vin": vin}}
+    with pytest.raises(MalformedMessage) as exc:
+        parse_record(envelope.sign(payload, KEY, "jiapei.record.v1"))
+    assert exc.value.reason == "bad_vin"
+
+
 def test_an_edited_record_does_not_verify() -> None:
     pub = envelope.public_key_from_pem(VECTORS["public_key_pem"])
     h, p, s = VECTORS["records"][3]["compact"].split(".")

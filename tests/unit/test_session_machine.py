@@ -76,6 +76,20 @@ def test_vehicle_signal_goes_into_the_minute() -> None:
     assert minute.body["vehicle"] == {"rpm": 1800, "speed": 150, "ignition": True}
 
 
+def test_the_cars_vin_goes_into_the_minute_when_the_car_gives_one() -> None:
+    m = signed_in()
+    m.on_vehicle(VehicleSample(True, 1800, 15.0, "LFVBA24K5NR000001"))
+    out = []
+    for s in range(0, 70):
+        if s == 65:
+            m.on_vehicle(VehicleSample(True, 1700, 14.0))  # a reading without a VIN does not erase the one seen
+        out += m.on_fix(fix(T0 + timedelta(seconds=s)))
+    out += m.student_logout(ok(STUDENT), T0 + timedelta(seconds=70))
+    first, second = [r.body["vehicle"] for r in records(out) if r.kind is RecordKind.MINUTE]
+    assert first == {"rpm": 1800, "speed": 150, "ignition": True, "vin": "LFVBA24K5NR000001"}
+    assert second == {"rpm": 1700, "speed": 140, "ignition": True}  # no VIN in this minute: the field is absent
+
+
 def test_a_face_that_does_not_match_does_not_sign_in() -> None:
     m = TrainingSession(T)
     out = m.coach_login(COACH, FaceOutcome("pass", "3711020000000299", 0.45), T0)

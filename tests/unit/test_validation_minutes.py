@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from firmware_protocols.identifiers import beijing_day
 from server.policy import load_builtin_policy
 from server.validation import REASONS, Fix30, MinuteFacts, Reason, Verdict, describe, judge_minutes
+from server.validation.reasons import REVIEW_REASONS
 
 POLICY = load_builtin_policy("national-2016")
 TERMINAL = "T000000000000001"
@@ -98,6 +99,23 @@ def test_engine_off_and_no_vehicle_signal() -> None:
     off = minute(0, rpm=0)
     unknown = minute(1, rpm=None)
     assert reasons_of(off, unknown) == {off.record_no: ("engine_off",), unknown.record_no: ()}
+
+
+OWN_CAR, OTHER_CAR = "LFVBA24K5NR000001", "LFVBA24K7NR000002"
+
+
+def test_foreign_car_when_the_cars_vin_is_not_the_bound_one() -> None:
+    own = minute(0, vin=OWN_CAR, bound_vin=OWN_CAR)
+    moved = minute(1, vin=OTHER_CAR, bound_vin=OWN_CAR)
+    assert reasons_of(own, moved) == {own.record_no: (), moved.record_no: ("foreign_car",)}
+    assert "foreign_car" in REVIEW_REASONS  # a box in another car is suspected fraud: the review queue
+
+
+@pytest.mark.parametrize(("vin", "bound"), [(None, OWN_CAR), (OTHER_CAR, None), (None, None)])
+def test_foreign_car_needs_both_vins(vin: str | None, bound: str | None) -> None:
+    """A car that gives no VIN, or a terminal bound to no car: the rule is not applied."""
+    m = minute(0, vin=vin, bound_vin=bound)
+    assert reasons_of(m) == {m.record_no: ()}
 
 
 def test_face_failed() -> None:
