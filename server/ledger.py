@@ -22,6 +22,7 @@ from firmware_protocols.identifiers import CourseCode
 from firmware_protocols.records import RecordKind, parse_time
 from server.clock import Clock
 from server.db import SessionFactory
+from server.face_evidence import Finding, photo_kind, session_findings
 from server.hours import apply_daily_cap, progress
 from server.models import (
     ITEM_FAILED,
@@ -50,7 +51,7 @@ from server.review import latest_decisions, session_target
 from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
 from server.validation.minutes import Fix30, MinuteFacts
 from server.validation.reasons import REVIEW_REASONS, Reason
-from server.validation.session import Photo, SessionFacts, judge_session
+from server.validation.session import SIGN_IN, SIGN_OUT, Photo, SessionFacts, judge_session
 
 log = logging.getLogger(__name__)
 
@@ -411,25 +412,38 @@ NO_PHOTO = frozenset({"camera_error"})
 
 
 def _session_facts(s: Session, ts: TrainingSession) -> SessionFacts:
-    """The sign-in time and the student's photos of a session (sign-in, face checks, sign-out), from raw records."""
+    """The sign-in and sign-out times and the student's photos of a session (sign-in, face checks, sign-out), from
+    raw records, with what the server's own re-check found about them (:mod:`server.face_evidence`)."""
     kinds = (str(RecordKind.STUDENT_LOGIN), str(RecordKind.STUDENT_LOGOUT), str(RecordKind.FACE_CHECK))
-    rows = s.execute(select(RawRecord.kind, RawRecord.at, RawRecord.body).where(
+    rows = s.execute(select(RawRecord.kind, RawRecord.at, RawRecord.body, RawRecord.chain, RawRecord.seq).where(
         RawRecord.terminal_id == ts.terminal_id, RawRecord.kind.in_(kinds),
         RawRecord.body["session"].as_string() == ts.session))  # fmt: skip
+    found = session_findings(s, ts.terminal_id, ts.session)
     photos: list[Photo] = []
     started: datetime | None = None
-    for kind, at, body in rows:
+    ended: datetime | None = None
+    for kind, at, body, chain, seq in rows:
         if kind == RecordKind.STUDENT_LOGIN:
             started = at if started is None else min(started, at)
+        elif kind == RecordKind.STUDENT_LOGOUT:
+            ended = at if ended is None else max(ended, at)
         if kind == RecordKind.FACE_CHECK:
             if body.get("role") != "student" or body.get("result") in NO_PHOTO:
                 continue
-            photos.append(Photo(at, body.get("result") == "pass"))
+            photos.append(_photo(at, body.get("result"), photo_kind(body), found.at(chain, seq)))
         else:
             face = body.get("face")
             if isinstance(face, dict) and face.get("result") not in (None, *NO_PHOTO):
-                photos.append(Photo(at, face.get("result") == "pass"))
-    return SessionFacts(started, tuple(sorted(photos, key=lambda p: (p.at, p.passed))))
+                taken_for = SIGN_IN if kind == RecordKind.STUDENT_LOGIN else SIGN_OUT
+                photos.append(_photo(at, face.get("result"), taken_for, found.named(face.get("photo"))))
+    photos.sort(key=lambda p: (p.at, p.passed, p.kind, p.server_verdict or "", p.ref or ""))
+    return SessionFacts(started, tuple(photos), ended, found.copies)
+
+
+def _photo(at: datetime, result: object, kind: str, check: Finding | None) -> Photo:
+    """A photo of the session; ``check``: what the server found in its bytes (None: not re-checked yet)."""
+    return Photo(at, result == "pass", kind, None if check is None else check.verdict,
+                 None if check is None else check.ref)  # fmt: skip
 
 
 def _cross_reasons(s: Session, ts: TrainingSession, minutes: list[Minute]) -> dict[str, set[str]]:
