@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +46,7 @@ from server.models import (
     Terminal,
     TrainingSession,
 )
-from server.policy import Policy
+from server.policy import DUPLICATE_KINDS, Policy
 from server.review import latest_decisions, session_target
 from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
 from server.validation.minutes import Fix30, MinuteFacts
@@ -171,7 +171,7 @@ class Ledger:
                                   coach_school=coach[0] if coach else None,
                                   coach_classes=coach[1] if coach else ()))  # fmt: skip
         extra = _cross_reasons(s, ts, minutes)
-        verdict = judge_session(facts, _session_facts(s, ts), self.policy, extra)
+        verdict = judge_session(facts, _session_facts(s, ts, self.policy.decisive_duplicates), self.policy, extra)
         by_no = {m.record_no: m for m in minutes}
         target = session_target(ts.terminal_id, ts.session)
         manual = latest_decisions(s, [target, *by_no])
@@ -411,14 +411,14 @@ def _arrivals(s: Session, minutes: list[Minute]) -> dict[tuple[int, int], dateti
 NO_PHOTO = frozenset({"camera_error"})
 
 
-def _session_facts(s: Session, ts: TrainingSession) -> SessionFacts:
+def _session_facts(s: Session, ts: TrainingSession, copy_kinds: Collection[str] = DUPLICATE_KINDS) -> SessionFacts:
     """The sign-in and sign-out times and the student's photos of a session (sign-in, face checks, sign-out), from
     raw records, with what the server's own re-check found about them (:mod:`server.face_evidence`)."""
     kinds = (str(RecordKind.STUDENT_LOGIN), str(RecordKind.STUDENT_LOGOUT), str(RecordKind.FACE_CHECK))
     rows = s.execute(select(RawRecord.kind, RawRecord.at, RawRecord.body, RawRecord.chain, RawRecord.seq).where(
         RawRecord.terminal_id == ts.terminal_id, RawRecord.kind.in_(kinds),
         RawRecord.body["session"].as_string() == ts.session))  # fmt: skip
-    found = session_findings(s, ts.terminal_id, ts.session)
+    found = session_findings(s, ts.terminal_id, ts.session, copy_kinds)
     photos: list[Photo] = []
     started: datetime | None = None
     ended: datetime | None = None

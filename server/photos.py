@@ -293,17 +293,17 @@ class PhotoIngest:
         return row
 
     def _rejudge(self, terminal: str, session: str | None, copy: _Named | None = None) -> None:
-        """A new verdict is new evidence about its session and, when the photo is a copy, about the sessions of the
-        photos it is a copy of (which of them is the original is judged on the whole group): have them judged
-        again (as ingest does after a batch)."""
+        """A new verdict is new evidence about its session and, when the photo is a copy checked after a later
+        photo of its group, about the group's other sessions (which photo is the original is judged on the whole
+        group, :mod:`server.face_evidence`): have them judged again (as ingest does after a batch)."""
         if self._after_verdict is None:
             return
         keys = {(terminal, session)} if session is not None else set()
         with self._sf() as s:
             if copy is not None:
-                from server.face_evidence import group_sessions
+                from server.face_evidence import sessions_to_rejudge
 
-                keys |= group_sessions(s, copy.terminal, copy.chain, copy.seq)
+                keys |= sessions_to_rejudge(s, copy.terminal, copy.chain, copy.seq)
             sids = {sid for t, name in sorted(keys) for sid in s.scalars(select(TrainingSession.id).where(
                 TrainingSession.terminal_id == t, TrainingSession.session == name))}  # fmt: skip
         if not sids:

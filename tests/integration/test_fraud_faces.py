@@ -237,3 +237,39 @@ def test_scenario_photos_name_their_records(scenarios: dict[str, FaceScenario]) 
             assert photo.jpeg[:3] == b"\xff\xd8\xff"
             sha, record_arrives = named[(photo.chain, photo.seq)]
             assert sha == photo.sha256 == p.sha256 and p.arrive_at > record_arrives
+
+
+def test_a_group_of_copies_is_read_both_ways_whichever_was_checked_first(tmp_path: Path) -> None:
+    """Three copies of one picture, taken A < B < C, checked C first: A and B both link to C. Each session's
+    findings still name C's and B's photos the copies; a copy checked after a later photo of its group has every
+    session of the group judged again; links of a kind the policy does not count are not followed."""
+    from server.face_evidence import session_findings, sessions_to_rejudge
+    from server.validation.session import copied_refs
+
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    db.upgrade(url)
+    sf = db.make_session_factory(db.make_engine(url))
+    now, terminal = datetime(2026, 11, 27, tzinfo=UTC), "T000000000000001"
+    taken = {"A": (1, now), "B": (2, now.replace(hour=1)), "C": (3, now.replace(hour=2))}
+    with sf() as s, s.begin():
+        s.add(School(id=SCHOOL, name="school", created_at=now))
+        s.flush()
+        s.add(Terminal(id=terminal, car_plate="鲁L0000学", school_id=SCHOOL, public_key="", key_id="k", status="active",
+                       registered_at=now))  # fmt: skip
+        s.flush()
+        for name in ("C", "A", "B"):  # checking order
+            seq, at = taken[name]
+            s.add(FaceVerdict(terminal_id=terminal, chain=1, seq=seq, session=f"S{name}", person_id="P1",
+                              role="student", trigger="random", photo_sha256=name * 64, terminal_result="pass",
+                              terminal_distance=300, verdict="match", duplicate=None if name == "C" else "near",
+                              duplicate_of=None if name == "C" else f"{terminal}/1/3", alarms=[], at=at,
+                              checked_at=now, compute_ms=1))  # fmt: skip
+            s.flush()
+    ref = {name: f"{terminal}/1/{seq}" for name, (seq, _) in taken.items()}
+    with sf() as s:
+        for name in "ABC":
+            found = session_findings(s, terminal, f"S{name}")
+            assert copied_refs(found.copies, {"near"}) == {ref["B"], ref["C"]}, name
+            assert session_findings(s, terminal, f"S{name}", {"exact"}).copies == ()
+        assert sessions_to_rejudge(s, terminal, 1, 1) == {(terminal, "SA"), (terminal, "SB"), (terminal, "SC")}
+        assert sessions_to_rejudge(s, terminal, 1, 3) == {(terminal, "SC")}  # no copy: its own session
