@@ -121,7 +121,7 @@ def judge_session(
     reasons: dict[str, set[str]] = {v.record_no: set(v.reasons) for v in base}
     for no in _teleports(ordered, policy):
         reasons[no].add(Reason.TELEPORT)
-    session_reasons: set[str] = set(photo_evidence_reasons(session, policy)) if ordered else set()
+    session_reasons: set[str] = photo_evidence_reasons(session, policy) if ordered else set()
     session = _as_rechecked(session)
     if ordered:
         origin = _origin(ordered, session)
