@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from firmware_protocols.records import RecordKind, parse_time
 from server.car_binding import bind_on_first_sight, minute_vin
 from server.clock import Clock
 from server.db import SessionFactory
+from server.face_evidence import Finding, photo_kind, session_findings
 from server.hours import apply_daily_cap, progress
 from server.models import (
     ITEM_FAILED,
@@ -47,12 +48,12 @@ from server.models import (
     Terminal,
     TrainingSession,
 )
-from server.policy import Policy, PolicyError, policy_in_force
+from server.policy import DUPLICATE_KINDS, Policy, PolicyError, policy_in_force
 from server.review import latest_decisions_at, session_target
 from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
 from server.validation.minutes import Fix30, MinuteFacts
 from server.validation.reasons import REVIEW_REASONS, Reason
-from server.validation.session import Photo, SessionFacts, judge_session
+from server.validation.session import SIGN_IN, SIGN_OUT, Photo, SessionFacts, judge_session
 from server.validation.track import TrackMinute, replayed
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class Ledger:
                                   coach_classes=coach[1] if coach else (), bound_vin=bound_vin))  # fmt: skip
         extra = _cross_reasons(s, ts, minutes)
         policy = self.policy_at(min(m.start for m in minutes)) if minutes else self.policy
-        verdict = judge_session(facts, _session_facts(s, ts), policy, extra)
+        verdict = judge_session(facts, _session_facts(s, ts, policy.decisive_duplicates), policy, extra)
         by_no = {m.record_no: m for m in minutes}
         target = session_target(ts.terminal_id, ts.session)
         manual = latest_decisions_at(s, [target, *by_no])
@@ -472,26 +473,39 @@ def _arrivals(s: Session, minutes: list[Minute]) -> dict[tuple[int, int], dateti
 NO_PHOTO = frozenset({"camera_error"})
 
 
-def _session_facts(s: Session, ts: TrainingSession) -> SessionFacts:
-    """The sign-in time and the student's photos of a session (sign-in, face checks, sign-out), from raw records."""
+def _session_facts(s: Session, ts: TrainingSession, copy_kinds: Collection[str] = DUPLICATE_KINDS) -> SessionFacts:
+    """The sign-in and sign-out times and the student's photos of a session (sign-in, face checks, sign-out), from
+    raw records, with what the server's own re-check found about them (:mod:`server.face_evidence`)."""
     kinds = (str(RecordKind.STUDENT_LOGIN), str(RecordKind.STUDENT_LOGOUT), str(RecordKind.FACE_CHECK))
-    rows = s.execute(select(RawRecord.kind, RawRecord.at, RawRecord.body).where(
+    rows = s.execute(select(RawRecord.kind, RawRecord.at, RawRecord.body, RawRecord.chain, RawRecord.seq).where(
         RawRecord.terminal_id == ts.terminal_id, RawRecord.kind.in_(kinds),
         RawRecord.body["session"].as_string() == ts.session))  # fmt: skip
+    found = session_findings(s, ts.terminal_id, ts.session, copy_kinds)
     photos: list[Photo] = []
     started: datetime | None = None
-    for kind, at, body in rows:
+    ended: datetime | None = None
+    for kind, at, body, chain, seq in rows:
         if kind == RecordKind.STUDENT_LOGIN:
             started = at if started is None else min(started, at)
+        elif kind == RecordKind.STUDENT_LOGOUT:
+            ended = at if ended is None else max(ended, at)
         if kind == RecordKind.FACE_CHECK:
             if body.get("role") != "student" or body.get("result") in NO_PHOTO:
                 continue
-            photos.append(Photo(at, body.get("result") == "pass"))
+            photos.append(_photo(at, body.get("result"), photo_kind(body), found.at(chain, seq)))
         else:
             face = body.get("face")
             if isinstance(face, dict) and face.get("result") not in (None, *NO_PHOTO):
-                photos.append(Photo(at, face.get("result") == "pass"))
-    return SessionFacts(started, tuple(sorted(photos, key=lambda p: (p.at, p.passed))))
+                taken_for = SIGN_IN if kind == RecordKind.STUDENT_LOGIN else SIGN_OUT
+                photos.append(_photo(at, face.get("result"), taken_for, found.named(face.get("photo"))))
+    photos.sort(key=lambda p: (p.at, p.passed, p.kind, p.server_verdict or "", p.ref or ""))
+    return SessionFacts(started, tuple(photos), ended, found.copies)
+
+
+def _photo(at: datetime, result: object, kind: str, check: Finding | None) -> Photo:
+    """A photo of the session; ``check``: what the server found in its bytes (None: not re-checked yet)."""
+    return Photo(at, result == "pass", kind, None if check is None else check.verdict,
+                 None if check is None else check.ref)  # fmt: skip
 
 
 def _cross_reasons(s: Session, ts: TrainingSession, minutes: list[Minute]) -> dict[str, set[str]]:

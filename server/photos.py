@@ -289,22 +289,29 @@ class PhotoIngest:
             return None
         self.timings_ms = [*self.timings_ms[-99:], compute_ms]
         log.info("face re-check %s: %s (distance %s) in %d ms", named.ref, verdict, row.distance, compute_ms)
-        self._rejudge(named.terminal, row.session)
+        self._rejudge(named.terminal, row.session, named if row.duplicate is not None else None)
         return row
 
-    def _rejudge(self, terminal: str, session: str | None) -> None:
-        """A new verdict is new evidence about its session: have it judged again (as ingest does after a batch)."""
-        if self._after_verdict is None or session is None:
+    def _rejudge(self, terminal: str, session: str | None, copy: _Named | None = None) -> None:
+        """A new verdict is new evidence about its session and, when the photo is a copy checked after a later
+        photo of its group, about the group's other sessions (which photo is the original is judged on the whole
+        group, :mod:`server.face_evidence`): have them judged again (as ingest does after a batch)."""
+        if self._after_verdict is None:
             return
+        keys = {(terminal, session)} if session is not None else set()
         with self._sf() as s:
-            sid = s.scalar(select(TrainingSession.id).where(TrainingSession.terminal_id == terminal,
-                                                            TrainingSession.session == session))  # fmt: skip
-        if sid is None:
+            if copy is not None:
+                from server.face_evidence import sessions_to_rejudge
+
+                keys |= sessions_to_rejudge(s, copy.terminal, copy.chain, copy.seq)
+            sids = {sid for t, name in sorted(keys) for sid in s.scalars(select(TrainingSession.id).where(
+                TrainingSession.terminal_id == t, TrainingSession.session == name))}  # fmt: skip
+        if not sids:
             return
         try:
-            self._after_verdict({sid})
+            self._after_verdict(sids)
         except Exception:  # noqa: BLE001 - derived data; recomputed on the next change
-            log.exception("re-judging session %s after a face verdict failed", session)
+            log.exception("re-judging sessions %s after a face verdict failed", sorted(keys))
 
     def _write_verdict(
         self, s: Session, named: _Named, sha: str, person: str, role: str, verdict: str, dist: float | None,

@@ -10,7 +10,9 @@ naming its source, never as a constant in code. A policy file looks like ``polic
     [classroom]     daily_cap_minutes (classroom, simulator and remote courses: modes 2-4)
     [minute_audit]  stationary_limit_minutes, min_fixes_per_minute, max_implied_speed_kmh,
                     gnss_time_tolerance_s, max_future_s, backfill_window_hours
-    [photos]        window_minutes, recheck_interval_minutes, recheck_grace_minutes, void_after_missing_windows
+    [photos]        window_minutes, recheck_interval_minutes, recheck_grace_minutes, void_after_missing_windows,
+                    decisive_duplicates (optional: the kinds of photo copies that invalidate a session; default all
+                    of exact, near, phash)
     [session_audit] min_distance_m, min_valid_percent
     [part_hours.C1] 1 = 12 ... 4 = 10        (licence class -> part -> 学时)
     [mileage.C1]    3 = 300                  (licence class -> part -> minimum km of valid minutes; optional)
@@ -48,6 +50,9 @@ _T = TypeVar("_T")
 class PolicyError(ValueError):
     """A policy file is missing, unreadable or has a missing or wrong field; or a policy was asked for what it lacks."""
 
+
+#: The kinds of photo copies the server finds (server.photos): the same JPEG, the same face image, the same picture.
+DUPLICATE_KINDS = frozenset({"exact", "near", "phash"})
 
 #: Fewest corners of a teaching-area polygon.
 MIN_POLYGON_POINTS = 3
@@ -150,6 +155,7 @@ class Policy:
     recheck_interval_minutes: int = 15
     recheck_grace_minutes: int = 5
     void_after_missing_windows: int = 2
+    decisive_duplicates: frozenset[str] = DUPLICATE_KINDS
     min_session_distance_m: int = 100
     min_valid_percent: int = 75
     min_mileage_km: dict[str, dict[int, int]] = field(default_factory=dict)
@@ -275,6 +281,7 @@ def policy_from_mapping(data: Mapping[str, Any]) -> Policy:
         recheck_interval_minutes=_positive(photos, "photos.recheck_interval_minutes"),
         recheck_grace_minutes=_non_negative(photos, "photos.recheck_grace_minutes"),
         void_after_missing_windows=_positive(photos, "photos.void_after_missing_windows"),
+        decisive_duplicates=_duplicate_kinds(photos),
         min_session_distance_m=_non_negative(session_audit, "session_audit.min_distance_m"),
         min_valid_percent=min_valid_percent,
         min_mileage_km=_mileage(data, part_hours),
@@ -284,6 +291,20 @@ def policy_from_mapping(data: Mapping[str, Any]) -> Policy:
         complaints=_complaint_rules(data),
         ranking=_ranking(data),
     )
+
+
+def _duplicate_kinds(photos: Mapping[str, Any]) -> frozenset[str]:
+    """``photos.decisive_duplicates``: a list of kinds of :data:`DUPLICATE_KINDS` (absent: all of them)."""
+    if "decisive_duplicates" not in photos:
+        return DUPLICATE_KINDS
+    value = photos["decisive_duplicates"]
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise PolicyError("photos.decisive_duplicates must be a list of strings")
+    unknown = sorted(set(value) - DUPLICATE_KINDS)
+    if unknown:
+        raise PolicyError(f"photos.decisive_duplicates names unknown kind(s) {', '.join(unknown)}; kinds are "
+                          f"{', '.join(sorted(DUPLICATE_KINDS))}")  # fmt: skip
+    return frozenset(value)
 
 
 def _optional_table(data: Mapping[str, Any], key: str) -> dict[str, Any] | None:

@@ -32,6 +32,11 @@ class Reason(StrEnum):
     SESSION_TOO_SHORT = "session_too_short"
     SESSION_LOW_VALID = "session_low_valid"
     SESSION_PHOTOS_MISSING = "session_photos_missing"
+    # session rules on the photos and the server's own findings about them
+    SERVER_FACE_MISMATCH = "server_face_mismatch"
+    DUPLICATE_PHOTO = "duplicate_photo"
+    FIRST_PHOTO_NOT_SIGN_IN = "first_photo_not_sign_in"
+    LAST_PHOTO_NOT_SIGN_OUT = "last_photo_not_sign_out"
     # rules across sessions and terminals
     TIME_BACKWARDS = "time_backwards"
     STUDENT_OVERLAP = "student_overlap"
@@ -58,6 +63,8 @@ REVIEW_REASONS: frozenset[str] = frozenset(
         Reason.EXAM_REJECTED,
         Reason.REPLAYED_TRACK,
         Reason.FOREIGN_CAR,
+        Reason.SERVER_FACE_MISMATCH,
+        Reason.DUPLICATE_PHOTO,
     }
 )
 
@@ -141,6 +148,22 @@ REASONS: dict[str, tuple[str, str]] = {
     Reason.SESSION_PHOTOS_MISSING: (
         "Consecutive photo windows of the session have no photo: the whole session is invalid",
         "本次培训连续多个拍照周期无照片：整次培训无效",
+    ),
+    Reason.SERVER_FACE_MISMATCH: (
+        "The server's own face check of a photo the terminal passed found another person, no face or several faces",
+        "终端判定通过的照片经平台复核为他人、无人脸或多人脸",
+    ),
+    Reason.DUPLICATE_PHOTO: (
+        "A photo of the session is a copy of a photo taken earlier (reused photo)",
+        "本次培训的照片与此前拍摄的照片重复（照片被重复使用）",
+    ),
+    Reason.FIRST_PHOTO_NOT_SIGN_IN: (
+        "The session's first photo is not the student's sign-in photo",
+        "本次培训的第一张照片不是学员签到照片",
+    ),
+    Reason.LAST_PHOTO_NOT_SIGN_OUT: (
+        "The session's last photo is not the student's sign-out photo",
+        "本次培训的最后一张照片不是学员签退照片",
     ),
     Reason.TIME_BACKWARDS: (
         "The minute is dated earlier than a minute the terminal recorded before it (backdated record)",

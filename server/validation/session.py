@@ -19,15 +19,33 @@ Session rules (every minute of the session gets the code):
 ``session_low_valid``       fewer than ``policy.min_valid_percent`` % of the minutes are valid by the minute rules
 ==========================  ===============================================================================
 
-A photo is what a face check takes (any result but ``camera_error``) and the sign-in and sign-out photos; v1 records
-carry no photo bytes, so "photo" means "a face-check event the chain vouches for". Verdicts depend only on the sets
-of minutes and photos, never on their order.
+Photo rules (session rules on the photos and on the server's own findings about them, :mod:`server.photos`):
+
+===========================  ==============================================================================
+``server_face_mismatch``     a photo the terminal passed is, by the server's own re-check, someone else's face, no
+                             face or several faces (the terminal's confidence is its own word); such a photo is no
+                             passing face check for ``face_overdue`` either
+``duplicate_photo``          a photo the terminal passed is a copy (``policy.decisive_duplicates``: exact bytes, the
+                             same face image, the same picture) of a photo taken before it, in another session or
+                             earlier in this one. Copies form groups; the earliest photo of a group (photo time,
+                             then place) is the original, so which copy the server checked first does not matter
+``first_photo_not_sign_in``  once the sign-in record is there: no photo at the session's earliest photo time is a
+                             sign-in photo (or there is no sign-in photo at all)
+``last_photo_not_sign_out``  once the sign-out record is there: no photo at the session's latest photo time is a
+                             sign-out photo. A session still in progress (no sign-out yet) is not judged on it; its
+                             minutes are judged again when the sign-out arrives
+===========================  ==============================================================================
+
+A photo is what a face check takes (any result but ``camera_error``) and the sign-in and sign-out photos: "a
+face-check event the chain vouches for"; its bytes travel apart (``up/photos``), and what the server found in them
+comes with it once they have been re-checked. Verdicts depend only on the sets of minutes, photos and findings, never
+on their order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from server.policy import Policy
@@ -39,12 +57,38 @@ from server.validation.reasons import Reason
 KMH = 1000 / 3600
 
 
+#: What a photo was taken for (:attr:`Photo.kind`).
+SIGN_IN, SIGN_OUT, CHECK = "sign_in", "sign_out", "check"
+#: The server's re-check verdicts (:class:`server.models.FaceVerdict`) that contradict a terminal's "pass".
+SERVER_REJECTS = frozenset({"mismatch", "no_face", "several_faces"})
+
+
 @dataclass(frozen=True, slots=True)
 class Photo:
-    """A photo of the session's student: a face check, the sign-in or the sign-out (``passed``: the face matched)."""
+    """A photo of the session's student: a face check, the sign-in or the sign-out (``passed``: the terminal said
+    the face matched).
+
+    ``kind``: :data:`SIGN_IN`, :data:`SIGN_OUT` or :data:`CHECK`; ``server_verdict``: the server's own re-check
+    (None: not re-checked, or not yet); ``ref``: the place of the face check that names the photo,
+    ``terminal/chain/seq`` as in :class:`PhotoCopy` (None: unknown)."""
 
     at: datetime
     passed: bool
+    kind: str = CHECK
+    server_verdict: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoCopy:
+    """The server found photo ``ref`` (taken at ``at``) a copy of photo ``of`` (taken at ``of_at``): ``kind``
+    ``exact`` (the same JPEG), ``near`` (the same face image) or ``phash`` (the same picture)."""
+
+    ref: str
+    at: datetime
+    of: str
+    of_at: datetime
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +97,8 @@ class SessionFacts:
 
     started_at: datetime | None  # the sign-in (None: not arrived yet; the first minute or photo stands in)
     photos: tuple[Photo, ...] = ()
+    ended_at: datetime | None = None  # the sign-out (None: not arrived yet, the sign-out photo rule waits)
+    copies: tuple[PhotoCopy, ...] = ()  # the copy links of the groups the session's photos belong to
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +121,8 @@ def judge_session(
     reasons: dict[str, set[str]] = {v.record_no: set(v.reasons) for v in base}
     for no in _teleports(ordered, policy):
         reasons[no].add(Reason.TELEPORT)
-    session_reasons: set[str] = set()
+    session_reasons: set[str] = photo_evidence_reasons(session, policy) if ordered else set()
+    session = _as_rechecked(session)
     if ordered:
         origin = _origin(ordered, session)
         for no, photo_codes in _photo_reasons(ordered, session, origin, policy, session_reasons).items():
@@ -162,3 +209,62 @@ def _photo_reasons(
 
 def _index(t: datetime, origin: datetime, window: timedelta) -> int:
     return (t - origin) // window
+
+
+def photo_evidence_reasons(session: SessionFacts, policy: Policy) -> set[str]:
+    """The photo rules of the session (module docstring): server re-checks, copies, sign-in and sign-out photos."""
+    out: set[str] = set()
+    photos = session.photos
+    if any(p.passed and p.server_verdict in SERVER_REJECTS for p in photos):
+        out.add(Reason.SERVER_FACE_MISMATCH)
+    copies = copied_refs(session.copies, policy.decisive_duplicates)
+    if any(p.passed and p.ref is not None and p.ref in copies for p in photos):
+        out.add(Reason.DUPLICATE_PHOTO)
+    if session.started_at is not None:
+        first = min((p.at for p in photos), default=None)
+        if not any(p.kind == SIGN_IN and p.at == first for p in photos):
+            out.add(Reason.FIRST_PHOTO_NOT_SIGN_IN)
+    if session.ended_at is not None:
+        last = max((p.at for p in photos), default=None)
+        if not any(p.kind == SIGN_OUT and p.at == last for p in photos):
+            out.add(Reason.LAST_PHOTO_NOT_SIGN_OUT)
+    return out
+
+
+def copied_refs(copies: Iterable[PhotoCopy], kinds: Iterable[str]) -> set[str]:
+    """The photos that copy an earlier one: every member of a group of copies (joined by links of ``kinds``) but the
+    group's earliest, by (photo time, ref). The same links in any order, or found in either direction, give the same
+    answer."""
+    wanted = set(kinds)
+    parent: dict[str, str] = {}
+    taken: dict[str, datetime] = {}
+
+    def root(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for c in copies:
+        if c.kind not in wanted or c.ref == c.of:
+            continue
+        for ref, at in ((c.ref, c.at), (c.of, c.of_at)):
+            parent.setdefault(ref, ref)
+            taken[ref] = at
+        a, b = root(c.ref), root(c.of)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    earliest: dict[str, tuple[datetime, str]] = {}
+    for ref in parent:
+        key, group = (taken[ref], ref), root(ref)
+        if group not in earliest or key < earliest[group]:
+            earliest[group] = key
+    return {ref for ref in parent if earliest[root(ref)][1] != ref}
+
+
+def _as_rechecked(session: SessionFacts) -> SessionFacts:
+    """The session with the photos that the server's re-check contradicts no longer counted as passing."""
+    if not any(p.passed and p.server_verdict in SERVER_REJECTS for p in session.photos):
+        return session
+    photos = tuple(replace(p, passed=False) if p.server_verdict in SERVER_REJECTS else p for p in session.photos)
+    return replace(session, photos=photos)
