@@ -349,19 +349,32 @@ class Ledger:
                 ts.valid_minutes = valid
 
     def _flag_flips(self, s: Session, student_id: str, minutes: list[Minute], now: datetime) -> None:
-        """A minute inside an accepted stage review that is no longer valid is never changed silently: review item."""
+        """A minute inside an accepted stage review that is no longer valid is never changed silently: review item.
+        The item closes by itself when the minute is valid again (its photo came late, an operator passed it) and
+        opens again if it flips once more."""
         accepted = s.scalars(select(StageReview).where(StageReview.student_id == student_id,
                                                        StageReview.status == REVIEW_ACCEPTED))  # fmt: skip
         sent = {no for r in accepted for no in r.notice.get("records", [])}
+        if not sent:
+            return
+        items = {i.key: i for i in s.scalars(select(ReviewItem).where(ReviewItem.student_id == student_id,
+                                                                      ReviewItem.kind == "minute"))}  # fmt: skip
         for m in minutes:
-            if m.record_no in sent and not m.valid:
-                key = f"minute:{m.record_no}"
-                item = s.scalar(select(ReviewItem).where(ReviewItem.key == key))
-                if item is None:
-                    s.add(ReviewItem(key=key, kind="minute", terminal_id=m.terminal_id, session=str(m.session_id),
-                                     record_no=m.record_no, student_id=student_id, parts=[m.part],
-                                     reasons=["accepted_minute_flipped", *m.reasons], records=[m.record_no],
-                                     status=ITEM_OPEN, created_at=now, updated_at=now))  # fmt: skip
+            if m.record_no not in sent:
+                continue
+            key = f"minute:{m.record_no}"
+            item = items.get(key)
+            if m.valid:
+                if item is not None and item.status == ITEM_OPEN:
+                    item.status, item.updated_at = ITEM_RESOLVED, now
+            elif item is None:
+                s.add(ReviewItem(key=key, kind="minute", terminal_id=m.terminal_id, session=str(m.session_id),
+                                 record_no=m.record_no, student_id=student_id, parts=[m.part],
+                                 reasons=["accepted_minute_flipped", *m.reasons], records=[m.record_no],
+                                 status=ITEM_OPEN, created_at=now, updated_at=now))  # fmt: skip
+            elif item.status == ITEM_RESOLVED:
+                item.status, item.updated_at = ITEM_OPEN, now
+                item.reasons = ["accepted_minute_flipped", *m.reasons]
 
     def _stage_review(self, student: Student, part: int, valid: int, records: list[str], now: datetime,
                       notice_id: str, mileage_m: int, policy: Policy) -> StageReview:  # fmt: skip

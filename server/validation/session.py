@@ -9,6 +9,8 @@ Minute rules (on top of :func:`server.validation.minutes.judge_minutes`):
                        re-check window (windows of ``policy.recheck_interval_minutes`` from the sign-in), minus
                        ``policy.recheck_grace_minutes``
 ``photo_missing``      the minute's photo window (``policy.photo_window_minutes`` from the sign-in) holds no photo
+                       (while the student has not signed out, the window of the latest minute is still open and
+                       not judged: its photo may yet come)
 =====================  ====================================================================================
 
 Session rules (every minute of the session gets the code):
@@ -187,16 +189,20 @@ def _photo_reasons(
     minute_windows = {m.record_no: _index(m.start, origin, window) for m in ordered}
     last = max(minute_windows.values())
     first = min(0, *minute_windows.values())
+    # While the student has not signed out, the window the latest minute lies in may still get its photo: it is
+    # judged once a later minute or the sign-out closes it (else live sessions flap invalid, then valid again).
+    latest_end = max(m.start for m in ordered) + timedelta(minutes=1)
+    still_open = last if session.ended_at is None and origin + window * (last + 1) > latest_end else None
     run = 0
     for k in range(first, last + 1):
-        run = 0 if k in with_photo else run + 1
+        run = 0 if k in with_photo or k == still_open else run + 1
         if run >= policy.void_after_missing_windows:
             session_reasons.add(Reason.SESSION_PHOTOS_MISSING)
     passes = sorted(p.at for p in session.photos if p.passed)
     out: dict[str, set[str]] = {}
     for m in ordered:
         codes: set[str] = set()
-        if minute_windows[m.record_no] not in with_photo:
+        if minute_windows[m.record_no] not in with_photo and minute_windows[m.record_no] != still_open:
             codes.add(Reason.PHOTO_MISSING)
         k = _index(m.start, origin, recheck)
         since = origin + recheck * max(0, k - 1) - grace

@@ -178,3 +178,30 @@ def test_a_crash_between_the_answer_and_the_re_judging_loses_nothing(tmp_path: P
     with sf() as s:
         assert len([m for m in s.scalars(select(Minute)) if "exam_rejected" in m.reasons]) == 3
         assert [i.reasons for i in s.scalars(select(ReviewItem))] == [["exam_rejected"]]
+
+
+def test_an_accepted_minute_that_flips_opens_an_item_that_closes_when_it_is_valid_again(tmp_path: Path) -> None:
+    sf, ledger, clock, student = world(tmp_path)
+    signer = NoticeSigner.from_file(tmp_path / "notice.key")
+    with exam_side(signer) as url, ExamClient(url, signer=signer) as exam:
+        Forwarder(sf, exam, clock).run_once()
+    assert reviews(sf) == [(f"{student}-2", "accepted")]
+    with sf() as s:
+        review = s.scalar(select(StageReview))
+        assert review is not None
+        record = review.notice["records"][0]
+        sid = s.scalar(select(Minute.session_id).where(Minute.record_no == record))
+    assert sid is not None
+
+    def decide(decision: str) -> list[tuple[str, list[str]]]:
+        clock.t += timedelta(minutes=5)
+        with sf() as s, s.begin():
+            append_decision(s, target_kind="minute", target=record, decision=decision, operator="regulator-1",
+                            reason=f"{decision}: checked the video again", at=clock.t)  # fmt: skip
+        ledger.recompute_students(ledger.rejudge_sessions({sid}))
+        with sf() as s:
+            return [(i.status, i.reasons[:1]) for i in s.scalars(select(ReviewItem).where(ReviewItem.kind == "minute"))]
+
+    assert decide("fail") == [("open", ["accepted_minute_flipped"])]  # the exam side holds it: never silently
+    assert decide("pass") == [("resolved", ["accepted_minute_flipped"])]
+    assert decide("fail") == [("open", ["accepted_minute_flipped"])]  # the same item again, not a second one

@@ -292,3 +292,24 @@ def test_the_policy_names_the_decisive_kinds_of_copies() -> None:
     data["photos"]["decisive_duplicates"] = "exact"
     with pytest.raises(PolicyError, match="list of strings"):
         policy_from_mapping(data)
+
+
+# -- a session still in progress -------------------------------------------------------------------------------
+
+
+def test_the_open_photo_window_of_a_live_session_waits_for_its_photo() -> None:
+    """Found on the demo: 17 minutes into a live session the second window (15-29) had no photo yet, so its minutes
+    were photo_missing, the session fell under 75 % valid and minutes already in an accepted stage review flipped."""
+    photos = (Photo(at(0), True, SIGN_IN, "match", ref(1)), Photo(at(10), True, CHECK, "match", ref(5)))
+    live = SessionFacts(at(0), photos, None)
+    verdict = judge_session(minutes(17), live, POLICY)
+    assert all(v.valid for v in verdict.minutes), [v.reasons for v in verdict.minutes if not v.valid]
+    # the window closes with a later minute, or with the sign-out: then a missing photo counts
+    later = judge_session(minutes(31), live, POLICY)
+    assert {v.record_no for v in later.minutes if Reason.PHOTO_MISSING in v.reasons} == {
+        minute(i).record_no for i in range(15, 30)
+    }
+    signed_out = judge_session(minutes(17), replace(live, ended_at=at(17)), POLICY)
+    assert {v.record_no for v in signed_out.minutes if Reason.PHOTO_MISSING in v.reasons} == {
+        minute(i).record_no for i in range(15, 17)
+    }
