@@ -354,6 +354,15 @@ def list_stage_reviews(db: DB, p: Eligibility, page: Page, request: Request, res
             for r in paginate(db, q, page, request, response)]  # fmt: skip
 
 
+@api.get("/reasons", tags=["review"])
+def list_reasons() -> list[dict[str, Any]]:
+    """Every reason code a verdict can carry, with its English and Chinese text, and whether it queues for review."""
+    from server.validation.reasons import REASONS, REVIEW_REASONS
+
+    return [{"code": str(code), "en": en, "zh": zh, "review": code in REVIEW_REASONS}
+            for code, (en, zh) in REASONS.items()]  # fmt: skip
+
+
 @api.get("/stage-reviews/key", tags=["eligibility"])
 def stage_review_key(request: Request) -> dict[str, str]:
     """The public key the server signs stage-review notices with (for the exam side; public, no login)."""
