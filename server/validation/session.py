@@ -186,7 +186,8 @@ def _photo_reasons(
     recheck = timedelta(minutes=policy.recheck_interval_minutes)
     grace = timedelta(minutes=policy.recheck_grace_minutes)
     with_photo = {_index(p.at, origin, window) for p in session.photos}
-    minute_windows = {m.record_no: _index(m.start, origin, window) for m in ordered}
+    # The partial minute the student signed in during belongs to the first window (its photo is the sign-in's).
+    minute_windows = {m.record_no: _index(max(m.start, origin), origin, window) for m in ordered}
     last = max(minute_windows.values())
     first = min(0, *minute_windows.values())
     # While the student has not signed out, the window the latest minute lies in may still get its photo: it is

@@ -313,3 +313,13 @@ def test_the_open_photo_window_of_a_live_session_waits_for_its_photo() -> None:
     assert {v.record_no for v in signed_out.minutes if Reason.PHOTO_MISSING in v.reasons} == {
         minute(i).record_no for i in range(15, 17)
     }
+
+
+def test_the_minute_the_student_signed_in_during_has_the_sign_in_photo() -> None:
+    """Found on the demo: the minute starting at 10:00:00 with the sign-in at 10:00:20 fell in window -1, before the
+    first window, so the first minute of every session was photo_missing."""
+    signed_in = at(20 / 60)
+    photos = (Photo(signed_in, True, SIGN_IN, "match", ref(1)), Photo(at(10), True, CHECK, "match", ref(5)),
+              Photo(at(25), True, CHECK, "match", ref(20)), Photo(at(MINUTES), True, SIGN_OUT, "match", ref(50)))
+    verdict = judge_session(minutes(), SessionFacts(signed_in, photos, at(MINUTES)), POLICY)
+    assert [v.reasons for v in verdict.minutes if not v.valid] == []
