@@ -6,6 +6,7 @@ jiapei server …                                      ingest, validation, hours
 jiapei gateway …                                     national-protocol (JT/T 808 training) terminals over TCP
 jiapei pki init|worker|broker-config …               the CA, the broker's TLS certificates and config
 jiapei sim fleet|exam|bank|national …                simulated cars, exam system, escrow bank, national terminal
+jiapei sim fraud [--only NAME…] [--no-faces] …       every fraud scenario through the real server: what it caught
 jiapei decode nmea [--min-date YYYY-MM-DD] FILE|-   what our NMEA decoder sees (gpsd TPV JSON lines)
 jiapei decode jt808 FILE|-                           what our JT/T 808 codec sees (a JSON line per frame)
 jiapei face compare REFERENCE IMAGE…                 what our face engine sees
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
         bank(rest[1:])
         return 0
+    if cmd == "sim" and rest[:1] == ["fraud"]:
+        from jiapei_cli.fraud_report import main as fraud_report
+
+        return fraud_report(rest[1:])
     if cmd == "sim" and rest[:1] == ["exam"]:
         from simulators.exam import main as exam
 
