@@ -143,7 +143,7 @@ class TerminalRuntime:
         except queue.Full:  # the loop is stuck: say so, do not block the GPS reader
             self.fixes_dropped += 1
 
-    def on_vehicle(self, ignition: bool, rpm: float, speed_kmh: float, vin: str | None = None) -> None:
+    def on_vehicle(self, ignition: bool, rpm: float, speed_kmh: float | None, vin: str | None = None) -> None:
         self._events.put(("vehicle", VehicleSample(ignition, round(rpm), speed_kmh, vin)))
 
     def on_roster(self, roster: Roster) -> None:

@@ -55,7 +55,7 @@ class FaceOutcome:
 class VehicleSample:
     ignition: bool
     rpm: int
-    speed_kmh: float
+    speed_kmh: float | None  # None: the car does not report its speed
     vin: str | None = None  # the car's VIN as read over OBD-II (well-formed), None when unknown
 
 
@@ -247,7 +247,8 @@ class TrainingSession:
         if m is None:
             return
         m.max_rpm = max(m.max_rpm or 0, sample.rpm)
-        m.max_vehicle_speed = max(m.max_vehicle_speed or 0.0, sample.speed_kmh)
+        if sample.speed_kmh is not None:
+            m.max_vehicle_speed = max(m.max_vehicle_speed or 0.0, sample.speed_kmh)
         m.ignition = bool(m.ignition) or sample.ignition
         m.vin = sample.vin or m.vin
 
@@ -320,7 +321,7 @@ class TrainingSession:
         if self.has_vehicle_signal and m.max_rpm is not None:
             vehicle = {
                 "rpm": m.max_rpm,
-                "speed": round((m.max_vehicle_speed or 0.0) * 10),
+                "speed": None if m.max_vehicle_speed is None else round(m.max_vehicle_speed * 10),
                 "ignition": bool(m.ignition),
             }
             if m.vin is not None:  # optional (contract): absent when the car gives no VIN

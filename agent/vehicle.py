@@ -48,7 +48,7 @@ VIN_COMMAND = "0902"  # mode 09 (vehicle information), PID 02: the VIN, a multi-
 class VehicleSignals:
     ignition: bool
     rpm: float
-    speed_kmh: float
+    speed_kmh: float | None  # None: the car does not report its speed (PID 0D unanswered)
     at: datetime  # when it was read (aware UTC)
     vin: str | None = None  # the car's VIN as it reported it (well-formed), None when it gives none
 
@@ -300,7 +300,8 @@ class Elm327Vehicle(SerialLink):
         elif self._vin_due:
             self._vin_due = False
             self.vin = self._read_vin(ser)
-        return VehicleSignals(ignition, rpm or 0.0, speed or 0.0, datetime.now(UTC), self.vin)
+        # A car that does not answer PID 0D gives no speed: None, never an invented 0 (which reads as "wheels still").
+        return VehicleSignals(ignition, rpm or 0.0, speed, datetime.now(UTC), self.vin)
 
     def _read_vin(self, ser: serial.Serial) -> str | None:
         reply = self._command(ser, VIN_COMMAND)

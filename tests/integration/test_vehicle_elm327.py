@@ -80,7 +80,7 @@ def test_dialogue_rpm_speed_ignition_and_staleness() -> None:
             assert not emu.echo and not emu.spaces  # the adapter was configured as the agent asked
             car.state = (False, 0, 0.0)
             off = sink.wait_for(lambda s: not s.ignition)
-            assert (off.rpm, off.speed_kmh) == (0.0, 0.0)
+            assert (off.rpm, off.speed_kmh) == (0.0, None)  # an ECU that does not answer gives no speed
             now[0] += 5.0  # no fresh reading counted within stale_after_s of this fake clock
             vehicle.stop()
             assert vehicle.read() is None

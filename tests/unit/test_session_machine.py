@@ -159,3 +159,19 @@ def test_parked_car_drifting_accumulates_no_metres() -> None:
                             speed=abs(rng.gauss(0, 0.1))))  # fmt: skip
     minutes = [r for r in records(out) if r.kind is RecordKind.MINUTE]
     assert minutes and all(r.body["distance_m"] == 0 for r in minutes)
+
+
+def test_a_car_that_gives_no_speed_reports_none_not_zero() -> None:
+    """Zero would read as "wheels still" to the server's GNSS-against-OBD speed rule: a car without PID 0D says
+    nothing about its speed, and one reading with a speed is the minute's speed."""
+    m = signed_in()
+    m.on_vehicle(VehicleSample(True, 1800, None))
+    out = []
+    for s in range(0, 70):
+        if s == 65:
+            m.on_vehicle(VehicleSample(True, 1700, 14.2))
+        out += m.on_fix(fix(T0 + timedelta(seconds=s)))
+    out += m.student_logout(ok(STUDENT), T0 + timedelta(seconds=70))
+    first, second = [r.body["vehicle"] for r in records(out) if r.kind is RecordKind.MINUTE]
+    assert first == {"rpm": 1800, "speed": None, "ignition": True}
+    assert second == {"rpm": 1700, "speed": 142, "ignition": True}
