@@ -48,13 +48,15 @@ def wait_for(condition: Callable[[], bool], timeout: float = STARTUP_TIMEOUT, wh
 
 
 @contextmanager
-def exam_sim(state_dir: Path | None) -> Iterator[str]:
-    """Serve the simulator on a free port in a thread; yields its base URL."""
+def exam_sim(state_dir: Path | None, server_key: envelope.PublicKey | None = None) -> Iterator[str]:
+    """Serve the simulator on a free port in a thread (checking the server's signature when given its key); yields
+    its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(state_dir), log_level="warning", lifespan="off"))
+    app = create_app(state_dir, server_key=server_key)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -171,20 +173,8 @@ def test_injected_rejections_name_the_records_at_fault(sim: str, client: ExamCli
 @contextmanager
 def signed_sim(tmp_path: Path) -> Iterator[tuple[str, NoticeSigner]]:
     signer = NoticeSigner.from_file(tmp_path / "server-notice.key")
-    key = envelope.public_key_from_pem(signer.public_pem)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(None, server_key=key), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="uvicorn to start")
-        yield f"http://127.0.0.1:{port}", signer
-    finally:
-        server.should_exit = True
-        thread.join(timeout=STARTUP_TIMEOUT)
-        sock.close()
+    with exam_sim(None, envelope.public_key_from_pem(signer.public_pem)) as url:
+        yield url, signer
 
 
 def test_notices_signed_by_the_server_are_checked(tmp_path: Path) -> None:

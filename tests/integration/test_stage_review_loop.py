@@ -4,19 +4,15 @@ Nothing is lost when the process dies between the exam side's answer and the re-
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import select
-from test_exam_sim import STARTUP_TIMEOUT, wait_for
+from test_exam_sim import exam_sim
 from test_fraud_scenarios import POLICY, enrol, feed, fresh_db, in_arrival_order
 
 from firmware_protocols import envelope
@@ -25,7 +21,6 @@ from server.forwarder import Forwarder
 from server.ledger import Ledger
 from server.models import Minute, ReviewItem, StageReview, TrainingSession
 from server.review import append_decision
-from simulators.exam import create_app
 from simulators.fraud import clean_fleet
 
 #: Part 2 needs one 学时 of 30 minutes: each clean session (40 minutes) completes it.
@@ -40,22 +35,9 @@ class Clock:
         return self.t
 
 
-@contextmanager
-def exam_side(signer: NoticeSigner) -> Iterator[str]:
+def exam_side(signer: NoticeSigner) -> AbstractContextManager[str]:
     """The exam simulator that checks the server's signature, on a free port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    key = envelope.public_key_from_pem(signer.public_pem)
-    server = uvicorn.Server(uvicorn.Config(create_app(None, server_key=key), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="uvicorn to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=STARTUP_TIMEOUT)
-        sock.close()
+    return exam_sim(None, envelope.public_key_from_pem(signer.public_pem))
 
 
 def world(tmp_path: Path) -> tuple[Any, Ledger, Clock, str]:
