@@ -6,77 +6,34 @@ wrong binding through the API."""
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from test_fraud_scenarios import enrol as enrol_people
+from test_fraud_scenarios import feed as feed_records
+from test_fraud_scenarios import fresh_db, in_arrival_order
 
-from firmware_protocols import envelope, topics
-from firmware_protocols.messages import EnrolmentRequest, RecordBatch
-from server import db
+from firmware_protocols import envelope
+from firmware_protocols.messages import EnrolmentRequest
 from server.car_binding import ALARM_VIN_BOUND, ALARM_VIN_CORRECTED
-from server.ingest import Ingestor
-from server.ledger import Ledger
-from server.models import Alarm, Coach, Minute, ReviewItem, School, Student, Terminal, TerminalKey, TrainingSession
+from server.models import Alarm, Minute, ReviewItem, School, Terminal, TrainingSession
 from server.policy import load_builtin_policy
-from simulators.fraud import SCHOOL, Upload
+from simulators.fraud import SCHOOL
 from simulators.fraud_car import CAR_A, CAR_B, CAR_SCENARIOS, CarScenario
 
 POLICY = load_builtin_policy("national-2016")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.t
-
-
-def fresh_db(path: Path) -> Any:
-    url = f"sqlite:///{path}"
-    db.upgrade(url)
-    return db.make_session_factory(db.make_engine(url))
-
-
 def enrol(sf: Any, scenario: CarScenario) -> None:
     """People and terminals as the office enrols them; a terminal's VIN when the scenario names one."""
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    with sf() as s, s.begin():
-        s.add(School(id=SCHOOL, name="Car scenario school", created_at=now))
-        s.flush()
-        for c in scenario.coaches:
-            s.add(Coach(id=c, name=c, school_id=SCHOOL, classes=["C1"], face_template="fr1:x", created_at=now))
-        for p in scenario.students:
-            s.add(Student(id=p, name=p, school_id=SCHOOL, licence_class="C1", face_template="fr1:y", created_at=now))
-        for t, pem in scenario.terminals.items():
-            kid = envelope.key_id(envelope.public_key_from_pem(pem))
-            s.add(Terminal(id=t, car_plate="鲁L0000学", school_id=SCHOOL, public_key=pem, key_id=kid, status="active",
-                           registered_at=now, vin=scenario.vins.get(t)))  # fmt: skip
-            s.flush()
-            s.add(TerminalKey(terminal_id=t, key_id=kid, public_key=pem, from_chain=1, added_at=now))
+    enrol_people(sf, scenario, scenario.vins)
 
 
 def feed(sf: Any, batches: list[tuple[datetime, str, list[bytes]]]) -> None:
-    clock = Clock()
-    ledger = Ledger(sf, POLICY, clock)
-    ingestor = Ingestor(sf, clock, after_commit=ledger.after_ingest)
-    for n, (at, terminal, raws) in enumerate(batches):
-        clock.t = at
-        payload = RecordBatch(terminal, f"b{n}", tuple(raws)).encode()
-        ack, _ = ingestor.handle_batch(topics.up_records(terminal), payload)
-        assert ack is not None and ack.error is None
-        assert all(r.status in ("stored", "duplicate") for r in ack.results), ack
-
-
-def in_arrival_order(uploads: list[Upload]) -> list[tuple[datetime, str, list[bytes]]]:
-    groups: dict[tuple[datetime, str], list[bytes]] = defaultdict(list)
-    for u in uploads:
-        groups[(u.arrive_at, u.terminal)].append(u.raw)
-    return [(at, t, raws) for (at, t), raws in sorted(groups.items(), key=lambda kv: kv[0])]
+    feed_records(sf, batches, POLICY)
 
 
 def run(tmp_path: Path, scenario: CarScenario, batches: list[tuple[datetime, str, list[bytes]]] | None = None) -> Any:

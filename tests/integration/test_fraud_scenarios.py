@@ -56,7 +56,8 @@ def fresh_db(path: Path) -> Any:
     return db.make_session_factory(db.make_engine(url))
 
 
-def enrol(sf: Any, scenario: Scenario) -> None:
+def enrol(sf: Any, scenario: Scenario, vins: dict[str, str] | None = None) -> None:
+    """People and terminals as the office enrols them (``vins``: the car VIN a terminal is bound to at enrolment)."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     with sf() as s, s.begin():
         s.add(School(id=SCHOOL, name="Fraud scenario school", created_at=now))
@@ -70,7 +71,7 @@ def enrol(sf: Any, scenario: Scenario) -> None:
 
             kid = envelope.key_id(envelope.public_key_from_pem(pem))
             s.add(Terminal(id=t, car_plate="鲁L0000学", school_id=SCHOOL, public_key=pem, key_id=kid, status="active",
-                           registered_at=now))  # fmt: skip
+                           registered_at=now, vin=(vins or {}).get(t)))  # fmt: skip
             s.flush()
             s.add(TerminalKey(terminal_id=t, key_id=kid, public_key=pem, from_chain=1, added_at=now))
 
