@@ -65,39 +65,42 @@ def facts_of(m: Minute, session: str, **context: Any) -> MinuteFacts:
     fix30 = None
     fix30_time = None
     if isinstance(fix, dict):
+        get = fix.get
         fix30 = Fix30(
-            lat_e6=int(fix.get("lat", 0)),
-            lon_e6=int(fix.get("lon", 0)),
-            mode=int(fix.get("mode") or 0),
-            satellites=_int_or_none(fix.get("sats")),
-            hdop10=_int_or_none(fix.get("hdop")),
-            speed_dkmh=int(fix.get("speed") or 0),
+            int(get("lat", 0)),  # lat_e6
+            int(get("lon", 0)),  # lon_e6
+            int(get("mode") or 0),  # mode
+            _int_or_none(get("sats")),  # satellites
+            _int_or_none(get("hdop")),  # hdop10
+            int(get("speed") or 0),  # speed_dkmh
         )
-        try:
-            fix30_time = parse_time(fix["t"]) if "t" in fix else None
-        except MalformedMessage:
-            fix30_time = None
+        if "t" in fix:
+            try:
+                fix30_time = parse_time(fix["t"])
+            except MalformedMessage:
+                fix30_time = None
+    # positional in MinuteFacts' field order (cheaper than keywords, once per minute re-judged)
     return MinuteFacts(
-        record_no=m.record_no,
-        terminal=m.terminal_id,
-        student=m.student_id,
-        coach=m.coach_id,
-        course=m.course,
-        session=session,
-        start=m.start,
-        max_speed_dkmh=int(f["max_speed"]),
-        distance_m=int(f["distance_m"]),
-        fix_count=int(f["fix_count"]),
-        fix30=fix30,
-        rpm=_int_or_none(f.get("rpm")),
-        face_result=f.get("face_result"),
-        fix30_time=fix30_time,
+        m.record_no,
+        m.terminal_id,
+        m.student_id,
+        m.coach_id,
+        m.course,
+        session,
+        m.start,
+        int(f["max_speed"]),  # max_speed_dkmh
+        int(f["distance_m"]),
+        int(f["fix_count"]),
+        fix30,
+        _int_or_none(f.get("rpm")),
+        f.get("face_result"),
+        fix30_time,
         **context,
     )
 
 
 def _int_or_none(x: Any) -> int | None:
-    return x if isinstance(x, int) and not isinstance(x, bool) else None
+    return x if type(x) is int or (isinstance(x, int) and not isinstance(x, bool)) else None
 
 
 def stage_notice_id(student: str, part: int) -> str:
