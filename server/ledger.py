@@ -153,16 +153,26 @@ class Ledger:
         """Judge all minutes of each session at once; returns the students whose minutes were judged."""
         students: set[str] = set()
         now = self._clock()
+        ids = sorted(set(session_ids))
         with self._sf() as s, s.begin():
             people = _People(s)
-            for sid in sorted(set(session_ids)):
-                ts = s.get(TrainingSession, sid)
-                if ts is not None:
-                    students |= self._rejudge(s, ts, people, now)
+            # the sessions, their minutes and the people they name: one query each per chunk, not per session
+            for i in range(0, len(ids), REJUDGE_CHUNK):
+                chunk = ids[i : i + REJUDGE_CHUNK]
+                sessions = _sessions_by_id(s, chunk)
+                minutes = _minutes_by_session(s, chunk)
+                people.prefetch(sessions.values(), (m for ms in minutes.values() for m in ms))
+                for sid in chunk:
+                    ts = sessions.get(sid)
+                    if ts is not None:
+                        students |= self._rejudge(s, ts, people, now, minutes.get(sid, []))
         return students
 
-    def _rejudge(self, s: Session, ts: TrainingSession, people: _People, now: datetime) -> set[str]:
-        minutes = list(s.scalars(select(Minute).where(Minute.session_id == ts.id)))
+    def _rejudge(
+        self, s: Session, ts: TrainingSession, people: _People, now: datetime, minutes: list[Minute] | None = None
+    ) -> set[str]:
+        if minutes is None:
+            minutes = list(s.scalars(select(Minute).where(Minute.session_id == ts.id).order_by(Minute.id)))
         school = people.terminal_school(ts.terminal_id)
         arrivals = _arrivals(s, minutes)
         facts = []
@@ -358,6 +368,18 @@ def _sessions_by_id(s: Session, ids: Iterable[int]) -> dict[int, TrainingSession
     return out
 
 
+#: Sessions re-judged per chunk (their minutes are loaded together).
+REJUDGE_CHUNK = 200
+
+
+def _minutes_by_session(s: Session, ids: list[int]) -> dict[int, list[Minute]]:
+    """The minutes of these sessions (at most ``IN_CHUNK``), per session, in id order."""
+    out: dict[int, list[Minute]] = defaultdict(list)
+    for m in s.scalars(select(Minute).where(Minute.session_id.in_(ids)).order_by(Minute.session_id, Minute.id)):
+        out[m.session_id].append(m)
+    return out
+
+
 def _is_practical(course: str) -> bool:
     try:
         return CourseCode.parse(course).mode == PRACTICAL_MODE
@@ -373,6 +395,30 @@ class _People:
         self._terminals: dict[str, str | None] = {}
         self._students: dict[str, str | None] = {}
         self._coaches: dict[str, tuple[str, tuple[str, ...]] | None] = {}
+
+    def prefetch(self, sessions: Iterable[TrainingSession], minutes: Iterable[Minute]) -> None:
+        """Look up at once the terminals of ``sessions`` and the students and coaches of ``minutes`` not known yet."""
+        terminals = {ts.terminal_id for ts in sessions} - self._terminals.keys()
+        students: set[str] = set()
+        coaches: set[str] = set()
+        for m in minutes:
+            students.add(m.student_id)
+            coaches.add(m.coach_id)
+        students -= self._students.keys()
+        coaches -= self._coaches.keys()
+        for chunk in _chunks(terminals):
+            self._terminals.update(dict.fromkeys(chunk))
+            for t, school in self._s.execute(select(Terminal.id, Terminal.school_id).where(Terminal.id.in_(chunk))):
+                self._terminals[t] = school
+        for chunk in _chunks(students):
+            self._students.update(dict.fromkeys(chunk))
+            for p, school in self._s.execute(select(Student.id, Student.school_id).where(Student.id.in_(chunk))):
+                self._students[p] = school
+        for chunk in _chunks(coaches):
+            self._coaches.update(dict.fromkeys(chunk))
+            rows = self._s.execute(select(Coach.id, Coach.school_id, Coach.classes).where(Coach.id.in_(chunk)))
+            for c, school, classes in rows:
+                self._coaches[c] = (school, tuple(classes))
 
     def terminal_school(self, terminal: str) -> str | None:
         if terminal not in self._terminals:
@@ -392,6 +438,11 @@ class _People:
             row = self._s.get(Coach, coach)
             self._coaches[coach] = (row.school_id, tuple(row.classes)) if row is not None else None
         return self._coaches[coach]
+
+
+def _chunks(keys: Iterable[str]) -> Iterable[list[str]]:
+    wanted = sorted(keys)
+    return (wanted[i : i + IN_CHUNK] for i in range(0, len(wanted), IN_CHUNK))
 
 
 def _arrivals(s: Session, minutes: list[Minute]) -> dict[tuple[int, int], datetime]:
