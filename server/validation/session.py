@@ -168,15 +168,19 @@ def _photo_reasons(
         if run >= policy.void_after_missing_windows:
             session_reasons.add(Reason.SESSION_PHOTOS_MISSING)
     passes = sorted(p.at for p in session.photos if p.passed)
+    first_pass: dict[int, datetime | None] = {}  # re-check window -> the first pass from its ``since``
     out: dict[str, set[str]] = {}  # only the minutes with a code
     for m in ordered:
         codes: set[str] = set()
         if minute_windows[m.record_no] not in with_photo:
             codes.add(Reason.PHOTO_MISSING)
         k = _index(m.start, origin, recheck)
-        since = origin + recheck * max(0, k - 1) - grace
-        first_pass = bisect.bisect_left(passes, since)  # a pass in [since, end]: the first one from since
-        if first_pass == len(passes) or passes[first_pass] > m.start + ONE_MINUTE:
+        if k not in first_pass:
+            since = origin + recheck * max(0, k - 1) - grace
+            i = bisect.bisect_left(passes, since)
+            first_pass[k] = passes[i] if i < len(passes) else None
+        passed = first_pass[k]  # a pass in [since, end] if any: the first one from since
+        if passed is None or passed > m.start + ONE_MINUTE:
             codes.add(Reason.FACE_OVERDUE)
         if codes:
             out[m.record_no] = codes
