@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import pairwise
+from operator import attrgetter
 
 from firmware_protocols.errors import MalformedMessage
 from firmware_protocols.identifiers import BEIJING, CourseCode
@@ -240,9 +241,12 @@ _DAY_S = 86_400
 _BEIJING_S = (BEIJING.utcoffset(None) or timedelta()) // timedelta(seconds=1)
 
 
+_BY_START = attrgetter("start", "record_no", "session")
+
+
 def _ordered(minutes: Sequence[MinuteFacts]) -> list[MinuteFacts]:
     """The minutes by (start, record number, session); the repr breaks the remaining ties (rare: built only then)."""
-    ordered = sorted(minutes, key=lambda m: (m.start, m.record_no, m.session))
+    ordered = sorted(minutes, key=_BY_START)
     for a, b in pairwise(ordered):
         if a.start == b.start and a.record_no == b.record_no and a.session == b.session:
             return sorted(minutes, key=_order_key)
