@@ -73,9 +73,8 @@ def parse_time(text: object) -> datetime:
     if not isinstance(text, str) or not _TIME.match(text):
         raise MalformedMessage(f"time must be YYYY-MM-DDTHH:MM:SSZ, got {text!r}", "bad_time")
     try:
-        if len(text) == 20 and text.isascii():  # the fields by position: what strptime gives, ~10x cheaper
-            return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-                            int(text[17:19]), tzinfo=UTC)  # fmt: skip
+        if len(text) == 20 and text.isascii():  # exactly YYYY-MM-DDTHH:MM:SSZ: what strptime gives, ~70x cheaper
+            return datetime.fromisoformat(text)  # (the same fields and range checks; "Z" gives datetime.UTC itself)
         # a final newline ("$" lets it through) or digits other than ASCII ones ("\d"): strptime decides
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError as exc:

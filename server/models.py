@@ -228,7 +228,11 @@ class TrainingSession(Base):
 
 class Minute(Base):
     __tablename__ = "minutes"
-    __table_args__ = (Index("ix_minutes_student_part", "student_id", "part"),)
+    __table_args__ = (
+        Index("ix_minutes_student_part", "student_id", "part"),
+        Index("ix_minutes_terminal_chain_seq", "terminal_id", "chain", "seq"),  # backdating (ledger, 0009)
+        Index("ix_minutes_coach_start", "coach_id", "start"),  # overlaps
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     record_no: Mapped[str] = mapped_column(String(26), unique=True)
     terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"))

@@ -25,7 +25,7 @@ from server.validation.reasons import Reason
 OVERLAP = timedelta(seconds=60)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: built for every minute re-judged, frozen costs 4x more
 class MinuteSlot:
     """Who was where when: enough of a minute to find overlaps."""
 
@@ -43,6 +43,8 @@ def overlaps(mine: Iterable[MinuteSlot], others: Iterable[MinuteSlot]) -> dict[s
     for o in others:
         by_student[o.student].append((o.start, o.terminal))
         by_coach[o.coach].append((o.start, o.terminal))
+    if not by_student:
+        return {}  # nobody else to overlap with
     for lists in (by_student, by_coach):
         for v in lists.values():
             v.sort()

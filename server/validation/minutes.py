@@ -36,15 +36,17 @@ the stationary rule works on sets of start times.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from itertools import pairwise
+from operator import attrgetter
 
 from firmware_protocols.errors import MalformedMessage
-from firmware_protocols.identifiers import CourseCode, beijing_day
+from firmware_protocols.identifiers import BEIJING, CourseCode
 from server.policy import Policy
-from server.validation.geo import inside_polygon
+from server.validation.geo import PreparedPolygon, inside_prepared, prepare_polygon
 from server.validation.reasons import Reason
 
 #: Two minutes are consecutive when their starts are exactly this far apart (minute starts are whole GNSS minutes).
@@ -59,7 +61,10 @@ FACE_FAIL = "fail"
 FIX30_OFFSET = timedelta(seconds=30)
 
 
-@dataclass(frozen=True, slots=True)
+# Facts are read-only by convention but not frozen: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, which made building the facts of one minute ~3x dearer (they are built for every minute
+# re-judged). Hashable as before.
+@dataclass(slots=True, unsafe_hash=True)
 class Fix30:
     """The fix taken at second 30 of the minute."""
 
@@ -71,7 +76,7 @@ class Fix30:
     speed_dkmh: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class MinuteFacts:
     """What the audit needs to know of one minute record (taken from a verified record's body)."""
 
@@ -110,22 +115,149 @@ def judge_minutes(minutes: Sequence[MinuteFacts], policy: Policy) -> list[Verdic
 
     Minutes of several sessions may be mixed: the stationary rule only links minutes of the same session.
     """
+    return [Verdict(m.record_no, not codes, codes) for m, codes in judged_minutes(minutes, policy)]
+
+
+def judged_minutes(minutes: Sequence[MinuteFacts], policy: Policy) -> list[tuple[MinuteFacts, tuple[str, ...]]]:
+    """:func:`judge_minutes` as (minute, sorted reason codes) pairs, in the verdicts' order (for the session audit).
+
+    One pass over the minutes with the policy's figures looked up once: times of day and Beijing days by integer
+    arithmetic on the minute's offset from the epoch, course codes parsed once per distinct code, teaching areas
+    prepared once per (school, part).
+    """
     for m in minutes:
         if m.start.tzinfo is None:
             raise ValueError(f"minute {m.record_no}: start must be an aware datetime")
-    ordered = sorted(minutes, key=_order_key)
+    ordered = _ordered(minutes)
     limit = policy.stationary_limit_minutes
-    zero_speed = _in_long_runs(ordered, lambda m: m.max_speed_dkmh == 0, limit)
-    zero_distance = _in_long_runs(ordered, lambda m: m.distance_m == 0, limit)
-    verdicts: list[Verdict] = []
+    still_speed: dict[str, set[datetime]] = {}
+    still_distance: dict[str, set[datetime]] = {}
     for m in ordered:
-        reasons = set(_own_reasons(m, policy))
-        key = (m.session, m.start)
-        if (m.max_speed_dkmh == 0 and key in zero_speed) or (m.distance_m == 0 and key in zero_distance):
-            reasons.add(Reason.STATIONARY)
-        codes = tuple(sorted(str(r) for r in reasons))
-        verdicts.append(Verdict(m.record_no, not codes, codes))
-    return verdicts
+        if m.max_speed_dkmh == 0:
+            still_speed.setdefault(m.session, set()).add(m.start)
+        if m.distance_m == 0:
+            still_distance.setdefault(m.session, set()).add(m.start)
+    zero_speed = _in_long_runs(still_speed, limit) if still_speed else set()
+    zero_distance = _in_long_runs(still_distance, limit) if still_distance else set()
+
+    min_fixes = policy.min_fixes_per_minute
+    window = _window_us(policy)
+    areas: dict[tuple[str, int], tuple[PreparedPolygon, ...]] = {}
+    tolerance = policy.gnss_time_tolerance_s
+    max_future = policy.max_future_s
+    backfill = timedelta(hours=policy.backfill_window_hours)
+    stamps: dict[int, str] = {}  # Beijing day number -> YYMMDD
+    out: list[tuple[MinuteFacts, tuple[str, ...]]] = []
+    for m in ordered:
+        codes: list[str] = []
+        start = m.start
+        fix30 = m.fix30
+        if fix30 is None or fix30.mode < MIN_FIX_MODE or m.fix_count < min_fixes:
+            codes.append(_NO_FIX)
+        # the Beijing wall clock of the start, exact: whole seconds since the epoch, then Beijing's fixed offset
+        since_epoch = start - _EPOCH
+        local = since_epoch.days * _DAY_S + since_epoch.seconds + _BEIJING_S
+        day = local // _DAY_S
+        course = _course(m.course)
+        if course is None:
+            codes.append(_BAD_COURSE)
+        else:
+            mode, part, licence_class = course
+            if mode == PRACTICAL_MODE:
+                if window is None:
+                    inside_window = policy.in_practical_window(start)
+                else:
+                    of_day = (local - day * _DAY_S) * 1_000_000 + since_epoch.microseconds
+                    w_start, w_end = window
+                    if w_start <= w_end:
+                        inside_window = w_start <= of_day < w_end
+                    else:  # a window that runs over midnight
+                        inside_window = of_day >= w_start or of_day < w_end
+                if not inside_window:
+                    codes.append(_OUTSIDE_TIME_WINDOW)
+                school = m.school
+                if school is not None and fix30 is not None:
+                    key = (school, part)
+                    polygons = areas.get(key)
+                    if polygons is None:
+                        polygons = areas[key] = tuple(prepare_polygon(a.polygon) for a in policy.areas_for(*key))
+                    lat, lon = fix30.lat_e6 / 1e6, fix30.lon_e6 / 1e6
+                    if polygons and not any(inside_prepared(lat, lon, p) for p in polygons):
+                        codes.append(_OUTSIDE_TEACHING_AREA)
+            if m.coach_classes is not None and licence_class not in m.coach_classes:
+                codes.append(_COACH_NOT_LICENSED)
+        if m.rpm is not None and m.rpm == 0:
+            codes.append(_ENGINE_OFF)
+        if m.face_result == FACE_FAIL:
+            codes.append(_FACE_FAILED)
+        if m.fix30_time is not None:
+            if abs((m.fix30_time - (start + FIX30_OFFSET)).total_seconds()) > tolerance:
+                codes.append(_GNSS_TIME_MISMATCH)
+        stamp = stamps.get(day)
+        if stamp is None:
+            d = date.fromordinal(_EPOCH_ORDINAL + day)
+            stamp = stamps[day] = f"{d.year % 100:02d}{d.month:02d}{d.day:02d}"
+        if m.record_no[16:22] != stamp:
+            codes.append(_RECORD_DATE_MISMATCH)
+        received_at = m.received_at
+        if received_at is not None:
+            if (start + MINUTE - received_at).total_seconds() > max_future:
+                codes.append(_TIME_IN_FUTURE)
+            if received_at - start > backfill:
+                codes.append(_BACKFILL_TOO_LATE)
+        school = m.school
+        if school is not None and (
+            (m.student_school is not None and m.student_school != school)
+            or (m.coach_school is not None and m.coach_school != school)
+        ):
+            codes.append(_FOREIGN_SCHOOL)
+        if m.vin is not None and m.bound_vin is not None and m.vin != m.bound_vin:
+            codes.append(_FOREIGN_CAR)
+        if (m.max_speed_dkmh == 0 and (m.session, start) in zero_speed) or (
+            m.distance_m == 0 and (m.session, start) in zero_distance
+        ):
+            codes.append(_STATIONARY)
+        if codes:
+            codes.sort()
+            out.append((m, tuple(codes)))
+        else:
+            out.append((m, ()))
+    return out
+
+
+#: Reason codes as plain strings (what a verdict carries).
+_NO_FIX = str(Reason.NO_FIX)
+_BAD_COURSE = str(Reason.BAD_COURSE)
+_OUTSIDE_TIME_WINDOW = str(Reason.OUTSIDE_TIME_WINDOW)
+_OUTSIDE_TEACHING_AREA = str(Reason.OUTSIDE_TEACHING_AREA)
+_COACH_NOT_LICENSED = str(Reason.COACH_NOT_LICENSED)
+_ENGINE_OFF = str(Reason.ENGINE_OFF)
+_FACE_FAILED = str(Reason.FACE_FAILED)
+_GNSS_TIME_MISMATCH = str(Reason.GNSS_TIME_MISMATCH)
+_RECORD_DATE_MISMATCH = str(Reason.RECORD_DATE_MISMATCH)
+_TIME_IN_FUTURE = str(Reason.TIME_IN_FUTURE)
+_BACKFILL_TOO_LATE = str(Reason.BACKFILL_TOO_LATE)
+_FOREIGN_SCHOOL = str(Reason.FOREIGN_SCHOOL)
+_FOREIGN_CAR = str(Reason.FOREIGN_CAR)
+_STATIONARY = str(Reason.STATIONARY)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+_DAY_S = 86_400
+#: Beijing's offset from UTC in whole seconds (no DST since 1991).
+_BEIJING_S = (BEIJING.utcoffset(None) or timedelta()) // timedelta(seconds=1)
+
+
+_BY_START = attrgetter("start", "record_no", "session")
+
+
+def _ordered(minutes: Sequence[MinuteFacts]) -> list[MinuteFacts]:
+    """The minutes by (start, record number, session); the repr breaks the remaining ties (rare: built only then)."""
+    ordered = sorted(minutes, key=_BY_START)
+    for a, b in pairwise(ordered):
+        if a.start == b.start and a.record_no == b.record_no and a.session == b.session:
+            return sorted(minutes, key=_order_key)
+    return ordered
 
 
 def _order_key(m: MinuteFacts) -> tuple[datetime, str, str, str]:
@@ -133,62 +265,44 @@ def _order_key(m: MinuteFacts) -> tuple[datetime, str, str, str]:
     return (m.start, m.record_no, m.session, repr(m))
 
 
-def _own_reasons(m: MinuteFacts, policy: Policy) -> Iterable[Reason]:
-    """The rules that look at one minute alone."""
-    if m.fix30 is None or m.fix30.mode < MIN_FIX_MODE or m.fix_count < policy.min_fixes_per_minute:
-        yield Reason.NO_FIX
+@lru_cache(maxsize=4096)
+def _parsed_course(code: str) -> tuple[int, int, str] | None:
     try:
-        course = CourseCode.parse(m.course)
+        course = CourseCode.parse(code)
     except MalformedMessage:
-        yield Reason.BAD_COURSE
-    else:
-        if course.mode == PRACTICAL_MODE and not policy.in_practical_window(m.start):
-            yield Reason.OUTSIDE_TIME_WINDOW
-        if course.mode == PRACTICAL_MODE and m.school is not None and m.fix30 is not None:
-            areas = policy.areas_for(m.school, course.part)
-            lat, lon = m.fix30.lat_e6 / 1e6, m.fix30.lon_e6 / 1e6
-            if areas and not any(inside_polygon(lat, lon, a.polygon) for a in areas):
-                yield Reason.OUTSIDE_TEACHING_AREA
-        if m.coach_classes is not None and course.licence_class not in m.coach_classes:
-            yield Reason.COACH_NOT_LICENSED
-    if m.rpm is not None and m.rpm == 0:
-        yield Reason.ENGINE_OFF
-    if m.face_result == FACE_FAIL:
-        yield Reason.FACE_FAILED
-    yield from _time_reasons(m, policy)
-    if m.school is not None and any(x is not None and x != m.school for x in (m.student_school, m.coach_school)):
-        yield Reason.FOREIGN_SCHOOL
-    if m.vin is not None and m.bound_vin is not None and m.vin != m.bound_vin:
-        yield Reason.FOREIGN_CAR
+        return None
+    return course.mode, course.part, course.licence_class
 
 
-def _time_reasons(m: MinuteFacts, policy: Policy) -> Iterable[Reason]:
-    """GNSS time vs the record's time vs its arrival; the record number's date vs the minute's Beijing day."""
-    if m.fix30_time is not None:
-        if abs((m.fix30_time - (m.start + FIX30_OFFSET)).total_seconds()) > policy.gnss_time_tolerance_s:
-            yield Reason.GNSS_TIME_MISMATCH
-    day = beijing_day(m.start)
-    if m.record_no[16:22] != f"{day.year % 100:02d}{day.month:02d}{day.day:02d}":
-        yield Reason.RECORD_DATE_MISMATCH
-    if m.received_at is not None:
-        ahead = (m.start + MINUTE - m.received_at).total_seconds()
-        if ahead > policy.max_future_s:
-            yield Reason.TIME_IN_FUTURE
-        if m.received_at - m.start > timedelta(hours=policy.backfill_window_hours):
-            yield Reason.BACKFILL_TOO_LATE
+def _course(code: object) -> tuple[int, int, str] | None:
+    """(mode, part, licence class) of a course code, None when it does not parse."""
+    if type(code) is str:
+        return _parsed_course(code)
+    try:
+        course = CourseCode.parse(code)
+    except MalformedMessage:
+        return None
+    return course.mode, course.part, course.licence_class
 
 
-def _in_long_runs(
-    minutes: Iterable[MinuteFacts], still: Callable[[MinuteFacts], bool], limit: int
-) -> set[tuple[str, datetime]]:
-    """(session, start) of the ``still`` minutes inside a run of ≥ ``limit`` consecutive ``still`` minutes.
+def _window_us(policy: Policy) -> tuple[int, int] | None:
+    """The practical window as microseconds of the Beijing day (None: times with an offset, the policy decides)."""
+    start, end = policy.practical_window
+    if start.tzinfo is not None or end.tzinfo is not None:
+        return None
+    return _of_day_us(start), _of_day_us(end)
+
+
+def _of_day_us(t: time) -> int:
+    return ((t.hour * 60 + t.minute) * 60 + t.second) * 1_000_000 + t.microsecond
+
+
+def _in_long_runs(starts: dict[str, set[datetime]], limit: int) -> set[tuple[str, datetime]]:
+    """(session, start) of the still minutes (``starts``: their start times per session) inside a run of ≥ ``limit``
+    consecutive still minutes.
 
     Works on the set of start times of each session, so neither order nor duplicates change the answer.
     """
-    starts: dict[str, set[datetime]] = defaultdict(set)
-    for m in minutes:
-        if still(m):
-            starts[m.session].add(m.start)
     marked: set[tuple[str, datetime]] = set()
     for session, times in starts.items():
         for run in _runs(sorted(times)):

@@ -46,17 +46,20 @@ on their order.
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from server.policy import Policy
-from server.validation.geo import distance_m
-from server.validation.minutes import FIX30_OFFSET, MinuteFacts, Verdict, judge_minutes
+from server.validation.geo import EARTH_RADIUS_M
+from server.validation.minutes import FIX30_OFFSET, MinuteFacts, Verdict, judged_minutes
 from server.validation.reasons import Reason
 
 #: Metres per second in one km/h.
 KMH = 1000 / 3600
+ONE_MINUTE = timedelta(minutes=1)
 
 
 #: What a photo was taken for (:attr:`Photo.kind`).
@@ -117,31 +120,40 @@ def judge_session(
     extra: Mapping[str, Iterable[str]] | None = None,
 ) -> SessionVerdict:
     """Judge the minutes of ONE session; ``extra`` adds reasons found elsewhere (other terminals) by record number."""
-    base = judge_minutes(minutes, policy)
+    base = judged_minutes(minutes, policy)
     by_no = {m.record_no: m for m in minutes}
-    ordered = [by_no[v.record_no] for v in base]
-    reasons: dict[str, set[str]] = {v.record_no: set(v.reasons) for v in base}
+    ordered = [by_no[m.record_no] for m, _ in base]
+    # a record number's minute-rule codes (the last of its verdicts, as for ``by_no``), then the codes added here
+    own: dict[str, tuple[str, ...]] = {m.record_no: codes for m, codes in base}
+    reasons: dict[str, set[str]] = {}
     for no in _teleports(ordered, policy):
-        reasons[no].add(Reason.TELEPORT)
+        reasons.setdefault(no, set()).add(Reason.TELEPORT)
     session_reasons: set[str] = photo_evidence_reasons(session, policy) if ordered else set()
     session = _as_rechecked(session)
     if ordered:
         origin = _origin(ordered, session)
         for no, photo_codes in _photo_reasons(ordered, session, origin, policy, session_reasons).items():
-            reasons[no] |= photo_codes
+            reasons.setdefault(no, set()).update(photo_codes)
     for no, found in (extra or {}).items():
-        if no in reasons:
-            reasons[no] |= set(found)
+        if no in own:
+            codes = set(found)
+            if codes:
+                reasons.setdefault(no, set()).update(codes)
     distance = sum(m.distance_m for m in ordered)
     if ordered and distance < policy.min_session_distance_m:
         session_reasons.add(Reason.SESSION_TOO_SHORT)
-    valid = sum(1 for codes in reasons.values() if not codes)
-    if ordered and valid * 100 < policy.min_valid_percent * len(reasons):
+    valid = sum(1 for no, codes in own.items() if not codes and no not in reasons)
+    if ordered and valid * 100 < policy.min_valid_percent * len(own):
         session_reasons.add(Reason.SESSION_LOW_VALID)
     verdicts = []
-    for v in base:
-        final = tuple(sorted(str(r) for r in reasons[v.record_no] | session_reasons))
-        verdicts.append(Verdict(v.record_no, not final, final))
+    for m, _ in base:
+        no = m.record_no
+        added = reasons.get(no)
+        if added is None and not session_reasons:
+            final = own[no]  # sorted distinct codes already
+        else:
+            final = tuple(sorted({str(r) for r in (*own[no], *(added or ()), *session_reasons)}))
+        verdicts.append(Verdict(no, not final, final))
     return SessionVerdict(verdicts, tuple(sorted(str(r) for r in session_reasons)), distance)
 
 
@@ -151,21 +163,31 @@ def _origin(ordered: Sequence[MinuteFacts], session: SessionFacts) -> datetime:
     return min([ordered[0].start, *(p.at for p in session.photos)])
 
 
+#: A fix for the teleport rule: (record number, time, lat, lon, lat in radians, its cosine).
+_Point = tuple[str, datetime, float, float, float, float]
+
+
 def _teleports(ordered: Sequence[MinuteFacts], policy: Policy) -> set[str]:
     """Record numbers of minutes whose fix lies too far from the previous fix of the session for the time between.
 
     A single outlier (a jump out and straight back, while its neighbours agree) flags only the outlier.
     """
     limit = policy.max_implied_speed_kmh * KMH
-    points: list[tuple[str, datetime, float, float]] = []
+    # (record number, time, lat, lon, lat in radians, its cosine): each point's trigonometry once, not per pair
+    points: list[_Point] = []
     for m in ordered:
         f = m.fix30
         if f is not None and f.mode >= 2:
-            points.append((m.record_no, m.fix30_time or m.start + FIX30_OFFSET, f.lat_e6 / 1e6, f.lon_e6 / 1e6))
+            lat = f.lat_e6 / 1e6
+            p = math.radians(lat)
+            points.append((m.record_no, m.fix30_time or m.start + FIX30_OFFSET, lat, f.lon_e6 / 1e6, p, math.cos(p)))
 
-    def jump(a: tuple[str, datetime, float, float], b: tuple[str, datetime, float, float]) -> bool:
+    def jump(a: _Point, b: _Point) -> bool:
         seconds = max(1.0, abs((b[1] - a[1]).total_seconds()))
-        return distance_m(a[2], a[3], b[2], b[3]) / seconds > limit
+        # geo.distance_m(a[2], a[3], b[2], b[3]), the same arithmetic step by step
+        dl = math.radians(b[3] - a[3])
+        h = math.sin((b[4] - a[4]) / 2) ** 2 + a[5] * b[5] * math.sin(dl / 2) ** 2
+        return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h))) / seconds > limit
 
     bad_in = [i > 0 and jump(points[i - 1], points[i]) for i in range(len(points))]
     out: set[str] = set()
@@ -200,17 +222,22 @@ def _photo_reasons(
         if run >= policy.void_after_missing_windows:
             session_reasons.add(Reason.SESSION_PHOTOS_MISSING)
     passes = sorted(p.at for p in session.photos if p.passed)
-    out: dict[str, set[str]] = {}
+    first_pass: dict[int, datetime | None] = {}  # re-check window -> the first pass from its ``since``
+    out: dict[str, set[str]] = {}  # only the minutes with a code
     for m in ordered:
         codes: set[str] = set()
         if minute_windows[m.record_no] not in with_photo and minute_windows[m.record_no] != still_open:
             codes.add(Reason.PHOTO_MISSING)
         k = _index(m.start, origin, recheck)
-        since = origin + recheck * max(0, k - 1) - grace
-        end = m.start + timedelta(minutes=1)
-        if not any(since <= t <= end for t in passes):
+        if k not in first_pass:
+            since = origin + recheck * max(0, k - 1) - grace
+            i = bisect.bisect_left(passes, since)
+            first_pass[k] = passes[i] if i < len(passes) else None
+        passed = first_pass[k]  # a pass in [since, end] if any: the first one from since
+        if passed is None or passed > m.start + ONE_MINUTE:
             codes.add(Reason.FACE_OVERDUE)
-        out[m.record_no] = codes
+        if codes:
+            out[m.record_no] = codes
     return out
 
 
