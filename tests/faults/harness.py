@@ -120,7 +120,8 @@ def minute_body(session: str, speed: int = 250) -> dict[str, Any]:
 
 
 def logout_body(session: str, minutes: int) -> dict[str, Any]:
-    return {"student": STUDENT, "coach": SCHOOL_COACH, "session": session, "minutes": minutes}
+    return {"student": STUDENT, "coach": SCHOOL_COACH, "session": session, "minutes": minutes,
+            "face": {"result": "pass", "distance": 310}}  # the sign-out photo: the session's last (validation)
 
 
 def append_session(store: RecordStore, start: datetime, minutes: int) -> int:

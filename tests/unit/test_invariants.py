@@ -40,7 +40,8 @@ def _store(tmp_path: Path, terminal: TestTerminal) -> RecordStore:
                   "fix30": {"lat": 35420000, "lon": 119520000, "mode": 3, "sats": 9, "hdop": 9, "speed": 250}}
         store.append(EmitRecord(RecordKind.MINUTE, T0 + timedelta(minutes=i), minute, needs_record_no=True))
     store.append(EmitRecord(RecordKind.STUDENT_LOGOUT, T0 + timedelta(minutes=12),
-                            {"student": body["student"], "coach": body["coach"], "session": SESSION, "minutes": 12}))
+                            {"student": body["student"], "coach": body["coach"], "session": SESSION, "minutes": 12,
+                             "face": {"result": "pass", "distance": 310}}))  # the sign-out photo
     return store
 
 

@@ -28,7 +28,14 @@ from server.validation.cross import MinuteSlot, overlaps
 from server.validation.geo import distance_m, inside_polygon, inside_prepared, prepare_polygon
 from server.validation.minutes import FIX30_OFFSET, Fix30, MinuteFacts, Verdict, judge_minutes
 from server.validation.reasons import Reason
-from server.validation.session import Photo, SessionFacts, SessionVerdict, judge_session
+from server.validation.session import (
+    Photo,
+    SessionFacts,
+    SessionVerdict,
+    _as_rechecked,
+    judge_session,
+    photo_evidence_reasons,
+)
 
 # -- the reference -----------------------------------------------------------------------------------------------
 
@@ -129,7 +136,9 @@ def ref_judge_session(
     reasons: dict[str, set[str]] = {v.record_no: set(v.reasons) for v in base}
     for no in ref_teleports(ordered, policy):
         reasons[no].add(Reason.TELEPORT)
-    session_reasons: set[str] = set()
+    # the photo-evidence rules came after the rules this file copies: the production ones stand in for them here
+    session_reasons: set[str] = photo_evidence_reasons(session, policy) if ordered else set()
+    session = _as_rechecked(session)
     if ordered:
         if session.started_at is not None:
             origin = session.started_at
@@ -184,19 +193,21 @@ def ref_photo_reasons(
     recheck = timedelta(minutes=policy.recheck_interval_minutes)
     grace = timedelta(minutes=policy.recheck_grace_minutes)
     with_photo = {(p.at - origin) // window for p in session.photos}
-    minute_windows = {m.record_no: (m.start - origin) // window for m in ordered}
+    minute_windows = {m.record_no: (max(m.start, origin) - origin) // window for m in ordered}
     last = max(minute_windows.values())
     first = min(0, *minute_windows.values())
+    latest_end = max(m.start for m in ordered) + timedelta(minutes=1)
+    still_open = last if session.ended_at is None and origin + window * (last + 1) > latest_end else None
     run = 0
     for k in range(first, last + 1):
-        run = 0 if k in with_photo else run + 1
+        run = 0 if k in with_photo or k == still_open else run + 1
         if run >= policy.void_after_missing_windows:
             session_reasons.add(Reason.SESSION_PHOTOS_MISSING)
     passes = sorted(p.at for p in session.photos if p.passed)
     out: dict[str, set[str]] = {}
     for m in ordered:
         codes: set[str] = set()
-        if minute_windows[m.record_no] not in with_photo:
+        if minute_windows[m.record_no] not in with_photo and minute_windows[m.record_no] != still_open:
             codes.add(Reason.PHOTO_MISSING)
         k = (m.start - origin) // recheck
         since = origin + recheck * max(0, k - 1) - grace
@@ -388,7 +399,8 @@ def generated_session(
             extra[m.record_no] = set()
     if rng.random() < noise:
         extra["T999999999999999261127001"] = {"student_overlap"}  # a record of no minute here
-    return minutes, SessionFacts(started_at, tuple(photos)), extra
+    ended_at = pick(None, t0 + timedelta(minutes=count))  # a live session (open photo window) or a finished one
+    return minutes, SessionFacts(started_at, tuple(photos), ended_at), extra
 
 
 @pytest.mark.parametrize("policy_name", sorted(POLICIES))
