@@ -108,6 +108,7 @@ def facts_of(m: Minute, session: str, **context: Any) -> MinuteFacts:
         f.get("face_result"),
         fix30_time,
         vin=f["vin"] if isinstance(f.get("vin"), str) else None,
+        vehicle_speed_dkmh=_int_or_none(f.get("vehicle_speed")),
         **context,
     )
 

@@ -22,6 +22,10 @@ Rules (``domain.md`` "Minute audit"; thresholds come from the :class:`~server.po
 ``backfill_too_late``  the server received the minute more than ``policy.backfill_window_hours`` after it
 ``coach_not_licensed`` the coach is not registered (``coach_classes == ()``) or not licensed for the course's class
 ``foreign_school``     the student's or the coach's school is not the terminal's school
+``speed_mismatch``     GNSS says the car drove (max speed ≥ :data:`SPEED_MISMATCH_GNSS_DKMH`, distance ≥
+                       :data:`SPEED_MISMATCH_DISTANCE_M`) while the car's own OBD speed stayed 0 with the engine
+                       reporting: the positions come from somewhere else (an emulator box, a spoofer). Not applied
+                       when the car reports no speed or no signal at all
 ``foreign_car``        the car reported a VIN (``vehicle.vin``) and it is not the VIN the terminal is bound to
                        (``vin is None``: the car gives none; ``bound_vin is None``: not bound; either way not applied)
 =====================  ====================================================================================
@@ -59,6 +63,11 @@ PRACTICAL_MODE = 1
 FACE_FAIL = "fail"
 #: The second of the minute at which ``fix30`` is taken.
 FIX30_OFFSET = timedelta(seconds=30)
+#: ``speed_mismatch``: GNSS speeds from this (0.1 km/h: 10 km/h, well above a parked receiver's noise) over at least
+#: this many metres in the minute, while the car's wheels (OBD speed) never turned. OBD and GNSS speeds of a moving car
+#: differ by a few per cent; a car at 0 km/h for a whole minute of GNSS driving is not a measuring difference.
+SPEED_MISMATCH_GNSS_DKMH = 100
+SPEED_MISMATCH_DISTANCE_M = 50
 
 
 # Facts are read-only by convention but not frozen: a frozen dataclass's __init__ sets each field through
@@ -101,6 +110,7 @@ class MinuteFacts:
     coach_classes: tuple[str, ...] | None = None  # licence classes the coach may teach; () = coach not registered
     vin: str | None = None  # the VIN the car reported in this minute (None: the car gives none)
     bound_vin: str | None = None  # the VIN of the car the terminal is bound to (None: not bound)
+    vehicle_speed_dkmh: int | None = None  # the car's own (OBD) highest speed in the minute (None: not reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +223,9 @@ def judged_minutes(minutes: Sequence[MinuteFacts], policy: Policy) -> list[tuple
             codes.append(_FOREIGN_SCHOOL)
         if m.vin is not None and m.bound_vin is not None and m.vin != m.bound_vin:
             codes.append(_FOREIGN_CAR)
+        if (m.vehicle_speed_dkmh == 0 and m.rpm is not None and m.max_speed_dkmh >= SPEED_MISMATCH_GNSS_DKMH
+                and m.distance_m >= SPEED_MISMATCH_DISTANCE_M):  # fmt: skip
+            codes.append(_SPEED_MISMATCH)
         if (m.max_speed_dkmh == 0 and (m.session, start) in zero_speed) or (
             m.distance_m == 0 and (m.session, start) in zero_distance
         ):
@@ -239,6 +252,7 @@ _TIME_IN_FUTURE = str(Reason.TIME_IN_FUTURE)
 _BACKFILL_TOO_LATE = str(Reason.BACKFILL_TOO_LATE)
 _FOREIGN_SCHOOL = str(Reason.FOREIGN_SCHOOL)
 _FOREIGN_CAR = str(Reason.FOREIGN_CAR)
+_SPEED_MISMATCH = str(Reason.SPEED_MISMATCH)
 _STATIONARY = str(Reason.STATIONARY)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

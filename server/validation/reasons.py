@@ -24,6 +24,7 @@ class Reason(StrEnum):
     COACH_NOT_LICENSED = "coach_not_licensed"
     FOREIGN_SCHOOL = "foreign_school"
     FOREIGN_CAR = "foreign_car"
+    SPEED_MISMATCH = "speed_mismatch"
     # minute rules that look at the session
     TELEPORT = "teleport"
     FACE_OVERDUE = "face_overdue"
@@ -63,6 +64,7 @@ REVIEW_REASONS: frozenset[str] = frozenset(
         Reason.EXAM_REJECTED,
         Reason.REPLAYED_TRACK,
         Reason.FOREIGN_CAR,
+        Reason.SPEED_MISMATCH,
         Reason.SERVER_FACE_MISMATCH,
         Reason.DUPLICATE_PHOTO,
     }
@@ -124,6 +126,11 @@ REASONS: dict[str, tuple[str, str]] = {
     Reason.FOREIGN_CAR: (
         "The car's VIN is not the VIN of the car the terminal is bound to: the terminal was moved into another car",
         "车辆识别代号（VIN）与计时终端绑定的教练车不符：终端被移装到其他车辆",
+    ),
+    Reason.SPEED_MISMATCH: (
+        "Satellite positions say the car drove while its own speed (OBD) stayed at 0: the positions come from an "
+        "emulator or a spoofer",
+        "卫星定位显示车辆行驶，而车辆自身车速（OBD）始终为0：定位数据来自模拟器或伪造",
     ),
     Reason.TELEPORT: (
         "The position jumped between consecutive minutes faster than any car drives (GPS teleport or spoofing)",

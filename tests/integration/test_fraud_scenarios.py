@@ -148,6 +148,8 @@ def test_a_replayed_track_leaves_the_original_valid(tmp_path: Path) -> None:
         queued = {no for i in s.scalars(select(ReviewItem)) for no in i.records}
     assert all(hashes.values()) and len(set(hashes.values())) == 40  # each original minute copied twice
     assert queued == scenario.suspects
+    # the box idled the car while it fed the drive: the car's own speed says so too
+    assert all("speed_mismatch" in got[no][1] for no in scenario.suspects)
 
 
 def test_the_clean_fleet_raises_no_false_alarm(tmp_path: Path) -> None:

@@ -101,6 +101,28 @@ def test_engine_off_and_no_vehicle_signal() -> None:
     assert reasons_of(off, unknown) == {off.record_no: ("engine_off",), unknown.record_no: ()}
 
 
+def test_speed_mismatch_when_gnss_drives_and_the_wheels_stand() -> None:
+    """An emulator box feeds positions of a drive while the car idles: GNSS 30 km/h over 400 m, OBD speed 0."""
+    box = minute(0, vehicle_speed_dkmh=0, rpm=800)
+    driving = minute(1, vehicle_speed_dkmh=310)  # OBD a little above GNSS, as speedometers read
+    assert reasons_of(box, driving) == {box.record_no: ("speed_mismatch",), driving.record_no: ()}
+    assert "speed_mismatch" in REVIEW_REASONS
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"vehicle_speed_dkmh": None},  # the car does not report its speed (no PID 0D)
+        {"vehicle_speed_dkmh": 0, "rpm": None},  # no vehicle signal at all
+        {"vehicle_speed_dkmh": 0, "max_speed_dkmh": 99},  # GNSS below 10 km/h: a creeping car, receiver noise
+        {"vehicle_speed_dkmh": 0, "distance_m": 49},  # GNSS moved less than 50 m
+    ],
+)  # fmt: skip
+def test_speed_mismatch_needs_the_cars_speed_and_a_real_drive(changes: dict[str, Any]) -> None:
+    m = minute(0, **changes)
+    assert "speed_mismatch" not in reasons_of(m)[m.record_no]
+
+
 OWN_CAR, OTHER_CAR = "LFVBA24K5NR000001", "LFVBA24K7NR000002"
 
 
