@@ -22,8 +22,9 @@ Rules (``domain.md`` "Minute audit"; thresholds come from the :class:`~server.po
 ``backfill_too_late``  the server received the minute more than ``policy.backfill_window_hours`` after it
 ``coach_not_licensed`` the coach is not registered (``coach_classes == ()``) or not licensed for the course's class
 ``foreign_school``     the student's or the coach's school is not the terminal's school
-``speed_mismatch``     GNSS says the car drove (max speed ≥ :data:`SPEED_MISMATCH_GNSS_DKMH`, distance ≥
-                       :data:`SPEED_MISMATCH_DISTANCE_M`) while the car's own OBD speed stayed 0 with the engine
+``speed_mismatch``     GNSS says the car drove through a whole minute (max and second-30 speed ≥
+                       :data:`SPEED_MISMATCH_GNSS_DKMH`, distance ≥ :data:`SPEED_MISMATCH_DISTANCE_M`, fixes ≥
+                       :data:`SPEED_MISMATCH_MIN_FIXES`) while the car's own OBD speed stayed 0 with the engine
                        reporting: the positions come from somewhere else (an emulator box, a spoofer). Not applied
                        when the car reports no speed or no signal at all
 ``foreign_car``        the car reported a VIN (``vehicle.vin``) and it is not the VIN the terminal is bound to
@@ -63,11 +64,14 @@ PRACTICAL_MODE = 1
 FACE_FAIL = "fail"
 #: The second of the minute at which ``fix30`` is taken.
 FIX30_OFFSET = timedelta(seconds=30)
-#: ``speed_mismatch``: GNSS speeds from this (0.1 km/h: 10 km/h, well above a parked receiver's noise) over at least
-#: this many metres in the minute, while the car's wheels (OBD speed) never turned. OBD and GNSS speeds of a moving car
-#: differ by a few per cent; a car at 0 km/h for a whole minute of GNSS driving is not a measuring difference.
+#: ``speed_mismatch``: GNSS speeds from this (0.1 km/h: 10 km/h, well above a parked receiver's noise), at second 30
+#: as well as at the minute's highest, over at least this many metres, in a minute of at least this many fixes, while
+#: the car's wheels (OBD speed) never turned. OBD and GNSS speeds of a moving car differ by a few per cent; a car at
+#: 0 km/h through a whole minute of GNSS driving is not a measuring difference. Partial minutes (sign-in, sign-out,
+#: where the car starts and stops) are left out: OBD is polled, and a few polls may all fall on a standstill.
 SPEED_MISMATCH_GNSS_DKMH = 100
 SPEED_MISMATCH_DISTANCE_M = 50
+SPEED_MISMATCH_MIN_FIXES = 45
 
 
 # Facts are read-only by convention but not frozen: a frozen dataclass's __init__ sets each field through
@@ -224,7 +228,8 @@ def judged_minutes(minutes: Sequence[MinuteFacts], policy: Policy) -> list[tuple
         if m.vin is not None and m.bound_vin is not None and m.vin != m.bound_vin:
             codes.append(_FOREIGN_CAR)
         if (m.vehicle_speed_dkmh == 0 and m.rpm is not None and m.max_speed_dkmh >= SPEED_MISMATCH_GNSS_DKMH
-                and m.distance_m >= SPEED_MISMATCH_DISTANCE_M):  # fmt: skip
+                and fix30 is not None and fix30.speed_dkmh >= SPEED_MISMATCH_GNSS_DKMH
+                and m.distance_m >= SPEED_MISMATCH_DISTANCE_M and m.fix_count >= SPEED_MISMATCH_MIN_FIXES):  # fmt: skip
             codes.append(_SPEED_MISMATCH)
         if (m.max_speed_dkmh == 0 and (m.session, start) in zero_speed) or (
             m.distance_m == 0 and (m.session, start) in zero_distance

@@ -116,6 +116,11 @@ def test_speed_mismatch_when_gnss_drives_and_the_wheels_stand() -> None:
         {"vehicle_speed_dkmh": 0, "rpm": None},  # no vehicle signal at all
         {"vehicle_speed_dkmh": 0, "max_speed_dkmh": 99},  # GNSS below 10 km/h: a creeping car, receiver noise
         {"vehicle_speed_dkmh": 0, "distance_m": 49},  # GNSS moved less than 50 m
+        # found on the demo: the sign-out minute (24 fixes) of a car braking to a stop, its only OBD poll at rest
+        {"vehicle_speed_dkmh": 0, "fix_count": 24, "max_speed_dkmh": 500, "distance_m": 178,
+         "fix30": replace(GOOD_FIX, speed_dkmh=0)},
+        {"vehicle_speed_dkmh": 0, "fix30": replace(GOOD_FIX, speed_dkmh=0)},  # standing at second 30 per GNSS too
+        {"vehicle_speed_dkmh": 0, "fix_count": 44},  # a partial minute
     ],
 )  # fmt: skip
 def test_speed_mismatch_needs_the_cars_speed_and_a_real_drive(changes: dict[str, Any]) -> None:
