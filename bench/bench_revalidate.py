@@ -23,7 +23,7 @@ from server.ledger import facts_of
 from server.models import Minute
 from server.policy import TeachingArea, load_builtin_policy
 from server.validation.cross import MinuteSlot, backdated, overlaps
-from server.validation.session import Photo, SessionFacts, judge_session
+from server.validation.session import CHECK, SIGN_IN, SIGN_OUT, Photo, SessionFacts, judge_session
 
 SCHOOL = "3711020000000009"
 AREA = ((35.4150, 119.5150), (35.4150, 119.5250), (35.4250, 119.5250), (35.4250, 119.5150))
@@ -49,8 +49,10 @@ def stored_session(n: int) -> tuple[list[tuple[Minute, str]], SessionFacts]:
                    student_id=f"P{n:015d}", coach_id=f"C{n:015d}", course="1212130000", part=2, start=at,
                    facts={})  # fmt: skip
         rows.append((m, json.dumps(facts)))
-    photos = tuple(Photo(start + timedelta(minutes=k), True) for k in (0, 10, 25, SESSION))
-    return rows, SessionFacts(start, photos)
+    kinds = {0: SIGN_IN, SESSION: SIGN_OUT}  # as the agent takes them: sign-in, two re-checks, sign-out
+    taken = (0, 10, 25, SESSION)
+    photos = tuple(Photo(start + timedelta(minutes=k), True, kinds.get(k, CHECK), "match") for k in taken)
+    return rows, SessionFacts(start, photos, start + timedelta(minutes=SESSION))
 
 
 def revalidate(sessions: list[tuple[list[tuple[Minute, str]], SessionFacts]]) -> int:
