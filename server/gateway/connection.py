@@ -366,11 +366,12 @@ class TerminalConnection(asyncio.Protocol):
         if self.closed:
             return
         if outcome.ok:
-            self.reply(header, PlatformResponse(header.serial, header.msg_id, RESULT_OK))
+            # counted before the answer goes: whoever sees the answer sees the count (a test raced this)
             self.gw.count(f"envelope_{outcome.status}", persist=False)
             if outcome.reason:
                 self.gw.count(outcome.reason, persist=False)
                 log.info("terminal %s: %s (answered OK, nothing stored again)", self.terminal, outcome.reason)
+            self.reply(header, PlatformResponse(header.serial, header.msg_id, RESULT_OK))
             if outcome.gap is not None:
                 self._ask_reupload(outcome)
             return
