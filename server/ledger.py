@@ -2,7 +2,8 @@
 
 Everything here is recomputed from stored rows (idempotent): re-running it for any session or student changes
 nothing unless the records or the policy changed. The rules themselves are the pure cores in
-:mod:`server.validation.minutes` and :mod:`server.hours`.
+:mod:`server.validation` and :mod:`server.hours`; which stage review to send, and what an exam-side rejection sends
+back to review, is :mod:`server.stage_reviews`.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from server.models import (
     MINUTE_MANUAL_PASSED,
     MINUTE_UNDER_REVIEW,
     REVIEW_ACCEPTED,
-    REVIEW_PENDING,
-    REVIEW_REJECTED,
     Coach,
     HourTotal,
     Minute,
@@ -50,6 +49,7 @@ from server.models import (
 )
 from server.policy import DUPLICATE_KINDS, Policy, PolicyError, policy_in_force
 from server.review import latest_decisions_at, session_target
+from server.stage_reviews import decided_since, exam_rejections, new_stage_review, next_notice_id, rejected_records
 from server.validation.cross import OVERLAP, MinuteSlot, backdated, overlaps
 from server.validation.minutes import Fix30, MinuteFacts
 from server.validation.reasons import REVIEW_REASONS, Reason
@@ -115,11 +115,6 @@ def facts_of(m: Minute, session: str, **context: Any) -> MinuteFacts:
 
 def _int_or_none(x: Any) -> int | None:
     return x if type(x) is int or (isinstance(x, int) and not isinstance(x, bool)) else None
-
-
-def stage_notice_id(student: str, part: int) -> str:
-    """Deterministic: one stage review per student and part, whichever worker sees the part complete first."""
-    return f"{student}-{part}"
 
 
 class Ledger:
@@ -220,7 +215,7 @@ class Ledger:
         by_no = {m.record_no: m for m in minutes}
         target = session_target(ts.terminal_id, ts.session)
         manual = latest_decisions_at(s, [target, *by_no])
-        rejected = _exam_rejections(s, {m.student_id for m in minutes})
+        rejected = exam_rejections(s, {m.student_id for m in minutes})
         suspicious: dict[str, set[str]] = {}
         for v in verdict.minutes:
             m = by_no[v.record_no]
@@ -229,7 +224,7 @@ class Ledger:
             decided = manual.get(m.record_no) or manual.get(target)
             decision = decided[0] if decided else None
             rejected_at = rejected.get(m.record_no)
-            if rejected_at is not None and not _decided_since(decided, rejected_at):
+            if rejected_at is not None and not decided_since(decided, rejected_at):
                 decision = None  # the exam side sent it back: only a decision made after that counts
                 reasons.add(Reason.EXAM_REJECTED)
             if decision == "pass":
@@ -312,11 +307,11 @@ class Ledger:
                 row.licence_class, row.valid_minutes = p.licence_class, p.valid_minutes
                 row.required_minutes, row.complete, row.updated_at = p.required_minutes, p.complete, now
                 if p.complete and p.required_minutes > 0 and p.part not in blocked:
-                    notice_id = _next_notice_id(s, student_id, p.part)
+                    notice_id = next_notice_id(s, student_id, p.part)
                     if notice_id is not None:
                         records = sorted(m.record_no for m in minutes if m.valid and m.part == p.part)
-                        s.add(self._stage_review(student, p.part, p.valid_minutes, records, now, notice_id,
-                                                 mileage_by_part[p.part], current))  # fmt: skip
+                        s.add(new_stage_review(student, p.part, p.valid_minutes, records, now, notice_id,
+                                               mileage_by_part[p.part], current))  # fmt: skip
                         created.append(notice_id)
         return created
 
@@ -326,7 +321,7 @@ class Ledger:
         records: set[str] = set()
         with self._sf() as s:
             for review in s.scalars(select(StageReview).where(StageReview.notice_id.in_(sorted(set(notice_ids))))):
-                records |= _rejected_records(review)
+                records |= rejected_records(review)
             wanted = sorted(records)
             sessions: set[int] = set()
             for i in range(0, len(wanted), IN_CHUNK):
@@ -397,37 +392,6 @@ class Ledger:
             elif item.status == ITEM_RESOLVED:
                 item.status, item.updated_at = ITEM_OPEN, now
                 item.reasons = ["accepted_minute_flipped", *m.reasons]
-
-    def _stage_review(self, student: Student, part: int, valid: int, records: list[str], now: datetime,
-                      notice_id: str, mileage_m: int, policy: Policy) -> StageReview:  # fmt: skip
-        from server.exam_client import StageReviewNotice  # the adapter to the exam side
-
-        notice = StageReviewNotice.create(
-            notice_id=notice_id,
-            student=student.id,
-            school=student.school_id,
-            licence_class=student.licence_class,
-            part=part,
-            valid_minutes=valid,
-            xueshi=valid // policy.minutes_per_xueshi,
-            records=records,
-            submitted_at=now,
-            mileage_m=mileage_m,
-        ).to_json()
-        return StageReview(
-            notice_id=notice_id,
-            student_id=student.id,
-            part=part,
-            notice=notice,
-            status=REVIEW_PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            last_error=None,
-            reply=None,
-            created_at=now,
-            updated_at=now,
-        )
-
 
 #: Ids per ``IN (…)`` when loading rows by id (well below every engine's limit on bound parameters).
 IN_CHUNK = 500
@@ -604,63 +568,6 @@ def _cross_reasons(s: Session, ts: TrainingSession, minutes: list[Minute]) -> di
     for no in _replayed_tracks(s, minutes):
         out[no].add(Reason.REPLAYED_TRACK)
     return dict(out)
-
-
-def _rejected_records(review: StageReview) -> set[str]:
-    """The records an exam-side rejection sends back to review: those it names, else all of the notice's. A refusal
-    (a malformed notice, HTTP 4xx) names no record at fault and sends none back."""
-    reply = review.reply or {}
-    if review.status != REVIEW_REJECTED or reply.get("status") != "rejected":
-        return set()
-    named = reply.get("rejected_records")
-    if isinstance(named, dict) and named:
-        return {str(r) for r in named}
-    return {str(r) for r in review.notice.get("records", [])}
-
-
-def _exam_rejections(s: Session, students: Iterable[str]) -> dict[str, datetime]:
-    """record number → when the exam side last rejected it, for the minutes of these students."""
-    out: dict[str, datetime] = {}
-    rows = s.scalars(select(StageReview).where(StageReview.student_id.in_(sorted(set(students))),
-                                               StageReview.status == REVIEW_REJECTED))  # fmt: skip
-    for review in rows:
-        for record in _rejected_records(review):
-            out[record] = max(out.get(record, review.updated_at), review.updated_at)
-    return out
-
-
-def _decided_since(decided: tuple[str, datetime] | None, since: datetime) -> bool:
-    """An operator's decision made at or after ``since`` (decisions are logged to the second)."""
-    return decided is not None and decided[1] >= since.replace(microsecond=0)
-
-
-def _next_notice_id(s: Session, student_id: str, part: int) -> str | None:
-    """The id of the stage review to send for a complete part, or None when none is due.
-
-    The first is ``{student}-{part}``. After a rejection, a new notice (``{student}-{part}-{n}``) goes only once an
-    operator decided every record the exam side sent back, after it did; a refusal waits for an engineer.
-    Deterministic, so two workers seeing the same part complete create the same notice (the unique id keeps one).
-    """
-    reviews = list(s.scalars(select(StageReview).where(StageReview.student_id == student_id,
-                                                       StageReview.part == part).order_by(StageReview.id)))  # fmt: skip
-    if not reviews:
-        return stage_notice_id(student_id, part)
-    latest = reviews[-1]
-    records = _rejected_records(latest)
-    if not records:  # pending, accepted, or refused
-        return None
-    minutes = {no: (terminal, session) for no, terminal, session in s.execute(
-        select(Minute.record_no, Minute.terminal_id, TrainingSession.session)
-        .join(TrainingSession, TrainingSession.id == Minute.session_id)
-        .where(Minute.record_no.in_(sorted(records)))).all()}  # fmt: skip
-    targets = {*records, *(session_target(*ts) for ts in minutes.values())}
-    manual = latest_decisions_at(s, targets)
-    for record in records:
-        where = minutes.get(record)
-        decided = manual.get(record) or (manual.get(session_target(*where)) if where else None)
-        if not _decided_since(decided, latest.updated_at):
-            return None
-    return f"{stage_notice_id(student_id, part)}-{len(reviews) + 1}"
 
 
 def _chunks(values: Iterable[str]) -> Iterable[list[str]]:
