@@ -97,6 +97,7 @@ class _Minute:
     next_sample_s: int = 0
     max_rpm: int | None = None
     max_vehicle_speed: float | None = None
+    speed_readings: int = 0  # OBD speed readings in the minute: how much the car's "0 km/h" is worth
     ignition: bool | None = None
     vin: str | None = None
 
@@ -249,6 +250,7 @@ class TrainingSession:
         m.max_rpm = max(m.max_rpm or 0, sample.rpm)
         if sample.speed_kmh is not None:
             m.max_vehicle_speed = max(m.max_vehicle_speed or 0.0, sample.speed_kmh)
+            m.speed_readings += 1
         m.ignition = bool(m.ignition) or sample.ignition
         m.vin = sample.vin or m.vin
 
@@ -322,6 +324,7 @@ class TrainingSession:
             vehicle = {
                 "rpm": m.max_rpm,
                 "speed": None if m.max_vehicle_speed is None else round(m.max_vehicle_speed * 10),
+                "speed_readings": m.speed_readings,
                 "ignition": bool(m.ignition),
             }
             if m.vin is not None:  # optional (contract): absent when the car gives no VIN

@@ -630,6 +630,7 @@ def minute_facts_json(rec: Record) -> dict[str, Any]:
     face = body.get("face")
     rpm = vehicle.get("rpm") if isinstance(vehicle, dict) else None
     speed = vehicle.get("speed") if isinstance(vehicle, dict) else None
+    readings = vehicle.get("speed_readings") if isinstance(vehicle, dict) else None
     return {
         "max_speed": body["max_speed"],
         "distance_m": body["distance_m"],
@@ -638,6 +639,7 @@ def minute_facts_json(rec: Record) -> dict[str, Any]:
         "rpm": rpm if isinstance(rpm, int) and not isinstance(rpm, bool) else None,
         "face_result": face.get("result") if isinstance(face, dict) else None,
         "vehicle_speed": speed if isinstance(speed, int) and not isinstance(speed, bool) else None,
+        "speed_readings": readings if isinstance(readings, int) and not isinstance(readings, bool) else None,
         **({"vin": vehicle["vin"]} if isinstance(vehicle, dict) and isinstance(vehicle.get("vin"), str) else {}),
     }
 

@@ -109,6 +109,7 @@ def facts_of(m: Minute, session: str, **context: Any) -> MinuteFacts:
         fix30_time,
         vin=f["vin"] if isinstance(f.get("vin"), str) else None,
         vehicle_speed_dkmh=_int_or_none(f.get("vehicle_speed")),
+        speed_readings=_int_or_none(f.get("speed_readings")),
         **context,
     )
 

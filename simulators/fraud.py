@@ -227,6 +227,7 @@ def _minute(plan: SessionPlan, i: int, start: datetime, session: str, face_seq: 
                   "course": 90, "t": format_time(start + timedelta(seconds=30) + plan.gnss_offset)},
         "fixes": samples,
         "vehicle": {"rpm": plan.rpm, "speed": speed if plan.vehicle_speed is None else plan.vehicle_speed,
+                    "speed_readings": 120,  # the agent polls OBD every 0.5 s
                     "ignition": True, **({"vin": plan.vin} if plan.vin else {})},
         "face": {"result": "pass", "seq": face_seq},
         "gnss": {"jumps": 0, "clock_offset_ms": 0},

@@ -24,7 +24,8 @@ Rules (``domain.md`` "Minute audit"; thresholds come from the :class:`~server.po
 ``foreign_school``     the student's or the coach's school is not the terminal's school
 ``speed_mismatch``     GNSS says the car drove through a whole minute (max and second-30 speed ≥
                        :data:`SPEED_MISMATCH_GNSS_DKMH`, distance ≥ :data:`SPEED_MISMATCH_DISTANCE_M`, fixes ≥
-                       :data:`SPEED_MISMATCH_MIN_FIXES`) while the car's own OBD speed stayed 0 with the engine
+                       :data:`SPEED_MISMATCH_MIN_FIXES`) while the car's own OBD speed stayed 0 in at least
+                       :data:`SPEED_MISMATCH_MIN_READINGS` readings with the engine
                        reporting: the positions come from somewhere else (an emulator box, a spoofer). Not applied
                        when the car reports no speed or no signal at all
 ``foreign_car``        the car reported a VIN (``vehicle.vin``) and it is not the VIN the terminal is bound to
@@ -72,6 +73,9 @@ FIX30_OFFSET = timedelta(seconds=30)
 SPEED_MISMATCH_GNSS_DKMH = 100
 SPEED_MISMATCH_DISTANCE_M = 50
 SPEED_MISMATCH_MIN_FIXES = 45
+#: … and only when the car's speed was read at least this often in the minute (every 6 s): "0 km/h" from one or two
+#: polls that fell on a stop is no evidence (the demo at 60× time polls twice a simulated minute).
+SPEED_MISMATCH_MIN_READINGS = 10
 
 
 # Facts are read-only by convention but not frozen: a frozen dataclass's __init__ sets each field through
@@ -115,6 +119,7 @@ class MinuteFacts:
     vin: str | None = None  # the VIN the car reported in this minute (None: the car gives none)
     bound_vin: str | None = None  # the VIN of the car the terminal is bound to (None: not bound)
     vehicle_speed_dkmh: int | None = None  # the car's own (OBD) highest speed in the minute (None: not reported)
+    speed_readings: int | None = None  # how many OBD speed readings that highest speed is of (None: not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +234,8 @@ def judged_minutes(minutes: Sequence[MinuteFacts], policy: Policy) -> list[tuple
             codes.append(_FOREIGN_CAR)
         if (m.vehicle_speed_dkmh == 0 and m.rpm is not None and m.max_speed_dkmh >= SPEED_MISMATCH_GNSS_DKMH
                 and fix30 is not None and fix30.speed_dkmh >= SPEED_MISMATCH_GNSS_DKMH
-                and m.distance_m >= SPEED_MISMATCH_DISTANCE_M and m.fix_count >= SPEED_MISMATCH_MIN_FIXES):  # fmt: skip
+                and m.distance_m >= SPEED_MISMATCH_DISTANCE_M and m.fix_count >= SPEED_MISMATCH_MIN_FIXES
+                and (m.speed_readings or 0) >= SPEED_MISMATCH_MIN_READINGS):  # fmt: skip
             codes.append(_SPEED_MISMATCH)
         if (m.max_speed_dkmh == 0 and (m.session, start) in zero_speed) or (
             m.distance_m == 0 and (m.session, start) in zero_distance

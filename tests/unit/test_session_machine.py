@@ -73,7 +73,7 @@ def test_vehicle_signal_goes_into_the_minute() -> None:
     for s in range(0, 70):
         out += m.on_fix(fix(T0 + timedelta(seconds=s)))
     (minute,) = [r for r in records(out) if r.kind is RecordKind.MINUTE]
-    assert minute.body["vehicle"] == {"rpm": 1800, "speed": 150, "ignition": True}
+    assert minute.body["vehicle"] == {"rpm": 1800, "speed": 150, "speed_readings": 1, "ignition": True}
 
 
 def test_the_cars_vin_goes_into_the_minute_when_the_car_gives_one() -> None:
@@ -86,8 +86,8 @@ def test_the_cars_vin_goes_into_the_minute_when_the_car_gives_one() -> None:
         out += m.on_fix(fix(T0 + timedelta(seconds=s)))
     out += m.student_logout(ok(STUDENT), T0 + timedelta(seconds=70))
     first, second = [r.body["vehicle"] for r in records(out) if r.kind is RecordKind.MINUTE]
-    assert first == {"rpm": 1800, "speed": 150, "ignition": True, "vin": "LFVBA24K5NR000001"}
-    assert second == {"rpm": 1700, "speed": 140, "ignition": True}  # no VIN in this minute: the field is absent
+    assert first == {"rpm": 1800, "speed": 150, "speed_readings": 1, "ignition": True, "vin": "LFVBA24K5NR000001"}
+    assert second == {"rpm": 1700, "speed": 140, "speed_readings": 1, "ignition": True}  # no VIN: the field is absent
 
 
 def test_a_face_that_does_not_match_does_not_sign_in() -> None:
@@ -173,5 +173,5 @@ def test_a_car_that_gives_no_speed_reports_none_not_zero() -> None:
         out += m.on_fix(fix(T0 + timedelta(seconds=s)))
     out += m.student_logout(ok(STUDENT), T0 + timedelta(seconds=70))
     first, second = [r.body["vehicle"] for r in records(out) if r.kind is RecordKind.MINUTE]
-    assert first == {"rpm": 1800, "speed": None, "ignition": True}
-    assert second == {"rpm": 1700, "speed": 142, "ignition": True}
+    assert first == {"rpm": 1800, "speed": None, "speed_readings": 0, "ignition": True}
+    assert second == {"rpm": 1700, "speed": 142, "speed_readings": 1, "ignition": True}

@@ -103,8 +103,8 @@ def test_engine_off_and_no_vehicle_signal() -> None:
 
 def test_speed_mismatch_when_gnss_drives_and_the_wheels_stand() -> None:
     """An emulator box feeds positions of a drive while the car idles: GNSS 30 km/h over 400 m, OBD speed 0."""
-    box = minute(0, vehicle_speed_dkmh=0, rpm=800)
-    driving = minute(1, vehicle_speed_dkmh=310)  # OBD a little above GNSS, as speedometers read
+    box = minute(0, vehicle_speed_dkmh=0, speed_readings=120, rpm=800)
+    driving = minute(1, vehicle_speed_dkmh=310, speed_readings=120)  # OBD a little above GNSS, as speedometers read
     assert reasons_of(box, driving) == {box.record_no: ("speed_mismatch",), driving.record_no: ()}
     assert "speed_mismatch" in REVIEW_REASONS
 
@@ -121,10 +121,14 @@ def test_speed_mismatch_when_gnss_drives_and_the_wheels_stand() -> None:
          "fix30": replace(GOOD_FIX, speed_dkmh=0)},
         {"vehicle_speed_dkmh": 0, "fix30": replace(GOOD_FIX, speed_dkmh=0)},  # standing at second 30 per GNSS too
         {"vehicle_speed_dkmh": 0, "fix_count": 44},  # a partial minute
+        # found on the demo at 120x time: one OBD poll a simulated minute, at a stop, while GNSS drove through it
+        {"vehicle_speed_dkmh": 0, "speed_readings": 1},
+        {"vehicle_speed_dkmh": 0, "speed_readings": 9},
+        {"vehicle_speed_dkmh": 0, "speed_readings": None},  # an agent that does not say how often it read
     ],
 )  # fmt: skip
 def test_speed_mismatch_needs_the_cars_speed_and_a_real_drive(changes: dict[str, Any]) -> None:
-    m = minute(0, **changes)
+    m = minute(0, **{"speed_readings": 120, **changes})
     assert "speed_mismatch" not in reasons_of(m)[m.record_no]
 
 
