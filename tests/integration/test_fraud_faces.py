@@ -4,8 +4,6 @@ genuine sessions untouched, and the same verdicts whatever order records and pho
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,22 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from firmware_protocols import envelope, topics
-from firmware_protocols.messages import PhotoStatus, RecordBatch
+from jiapei_cli import fraud_report
 from server import db
-from server.ingest import Ingestor
-from server.ledger import Ledger
-from server.models import Alarm, Coach, FaceVerdict, Minute, ReviewItem, School, Student, Terminal, TerminalKey
-from server.photos import ALARM_DUPLICATE_PHOTO, ALARM_FACE_MISMATCH, PhotoIngest, use_photo_ingest
-from server.policy import TeachingArea, load_builtin_policy
+from server.models import Alarm, FaceVerdict, Minute, ReviewItem, School, Terminal
+from server.photos import ALARM_DUPLICATE_PHOTO, ALARM_FACE_MISMATCH
 from server.validation.reasons import REVIEW_REASONS
-from simulators.fraud import SCHOOL, TEACHING_AREA
+from simulators.fraud import SCHOOL
 from simulators.fraud_faces import FACE_SCENARIOS, STUDENT_CLIP, FaceScenario, face_file
 
-POLICY = replace(
-    load_builtin_policy("national-2016"),
-    teaching_areas=(TeachingArea(SCHOOL, frozenset({2, 3}), "training ground", TEACHING_AREA),),
-)
+POLICY = fraud_report.POLICY  # national-2016 + the scenario school's teaching area
 
 #: One arrival: a batch of records (bytes) or a photo message, of a terminal at a moment.
 Event = tuple[datetime, int, str, Any]
@@ -53,75 +44,22 @@ def scenarios(engine: Any) -> dict[str, FaceScenario]:
     return {name: make() for name, make in FACE_SCENARIOS.items()}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.t
-
-
 def fresh_db(path: Path, scenario: FaceScenario, engine: Any) -> Any:
     """A database with the scenario's school, terminals and people, enrolled from their photos (real templates)."""
-    url = f"sqlite:///{path}"
-    db.upgrade(url)
-    sf = db.make_session_factory(db.make_engine(url))
-    templates = {}
-    for pid, photo in scenario.faces.items():
-        (found,) = engine.encode(engine.load_image(photo))
-        templates[pid] = str(found.encode())
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    with sf() as s, s.begin():
-        s.add(School(id=SCHOOL, name="Fraud scenario school", created_at=now))
-        s.flush()
-        for c in scenario.coaches:
-            s.add(Coach(id=c, name=c, school_id=SCHOOL, classes=["C1"], face_template=templates[c], created_at=now))
-        for p in scenario.students:
-            s.add(Student(id=p, name=p, school_id=SCHOOL, licence_class="C1", face_template=templates[p],
-                          created_at=now))  # fmt: skip
-        for t, pem in scenario.terminals.items():
-            kid = envelope.key_id(envelope.public_key_from_pem(pem))
-            s.add(Terminal(id=t, car_plate="鲁L0000学", school_id=SCHOOL, public_key=pem, key_id=kid, status="active",
-                           registered_at=now))  # fmt: skip
-            s.flush()
-            s.add(TerminalKey(terminal_id=t, key_id=kid, public_key=pem, from_chain=1, added_at=now))
+    _engine, sf = fraud_report.fresh_server_db(path)
+    fraud_report.enrol(sf, scenario, fraud_report.face_templates(scenario, engine))
     return sf
 
 
 def live(scenario: FaceScenario) -> list[Event]:
     """As terminals upload live: one batch per terminal and arrival moment, each photo after its record."""
-    groups: dict[tuple[datetime, str], list[bytes]] = defaultdict(list)
-    for u in scenario.uploads:
-        groups[(u.arrive_at, u.terminal)].append(u.raw)
-    events: list[Event] = [(at, 0, t, raws) for (at, t), raws in groups.items()]
-    events += [(p.arrive_at, 1, p.terminal, p.payload) for p in scenario.photos]
-    return sorted(events, key=lambda e: (e[0], e[1]))
+    return fraud_report.in_arrival_order(scenario)
 
 
-def feed(sf: Any, engine: Any, events: list[Event]) -> PhotoIngest:
-    clock = Clock()
-    ledger = Ledger(sf, POLICY, clock)
-    ingestor = Ingestor(sf, clock, after_commit=ledger.after_ingest)
-    photos = PhotoIngest(sf, clock, engine=engine, after_verdict=ledger.after_ingest)
-    use_photo_ingest(ingestor, photos)
-    held: list[tuple[str, bytes]] = []
-    for n, (at, _kind, terminal, what) in enumerate(events):
-        clock.t = max(clock.t, at)
-        if isinstance(what, list):
-            ack, _ = ingestor.handle_batch(topics.up_records(terminal), RecordBatch(terminal, f"b{n}", tuple(what))
-                                           .encode())  # fmt: skip
-            assert ack is not None and ack.error is None
-            assert all(r.status in ("stored", "duplicate") for r in ack.results), ack
-        else:
-            ack = ingestor.handle_message(topics.up_photos(terminal), what)
-            assert ack is not None and ack.status in (PhotoStatus.STORED, PhotoStatus.DUPLICATE, PhotoStatus.PENDING)
-            if ack.status is PhotoStatus.PENDING:
-                held.append((terminal, what))
-    photos.resolve_pending()  # the consumer's ticker: photos that came before their records
-    for terminal, what in held:  # and the terminal sends again what was answered "pending"
-        ack = ingestor.handle_message(topics.up_photos(terminal), what)
-        assert ack is not None and ack.status in (PhotoStatus.STORED, PhotoStatus.DUPLICATE)
-    return photos
+def feed(sf: Any, engine: Any, events: list[Event]) -> None:
+    """Records through the ingestor, photos through PhotoIngest (the ledger judging after each), as the scenario
+    report does; a photo answered "pending" is sent again after the consumer's ticker, as a terminal does."""
+    fraud_report.feed(sf, events, POLICY, engine)
 
 
 def verdicts(sf: Any) -> dict[str, tuple[bool | None, tuple[str, ...]]]:
